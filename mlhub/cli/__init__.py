@@ -1,0 +1,1 @@
+"""The ``mlhub`` command line (Typer). Entry point: :func:`mlhub.cli.main.run`."""

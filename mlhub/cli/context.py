@@ -1,0 +1,68 @@
+"""What every command shares: settings, backends and the authenticated principal, built lazily once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mlhub.audit import Principal
+from mlhub.backends import Backends
+from mlhub.config import Settings, load_settings
+from mlhub.errors import AuthenticationError
+
+
+@dataclass
+class CliState:
+    api_key: str | None = None
+    debug: bool = False
+    _settings: Settings | None = None
+    _backends: Backends | None = None
+    _principal: Principal | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings()
+        return self._settings
+
+    @property
+    def backends(self) -> Backends:
+        """Backends with a usable schema (an old schema is refused with a hint to `mlhub db upgrade`)."""
+        if self._backends is None:
+            self._backends = Backends(self.settings)
+            self._backends.ensure_schema()
+        return self._backends
+
+    def raw_backends(self) -> Backends:
+        """Backends without the schema check, for `mlhub db ...` and `mlhub health`."""
+        if self._backends is None:
+            self._backends = Backends(self.settings)
+        return self._backends
+
+    def principal(self) -> Principal:
+        """The tenant acting: --api-key, else MLHUB_API_KEY, else (embedded default) the credentials file."""
+        if self._principal is not None:
+            return self._principal
+        from mlhub.tenancy import TenantService, bootstrap_default_tenant, read_credentials
+
+        backends = self.backends
+        service = TenantService(backends.db)
+        key = self.api_key or (
+            self.settings.api_key.get_secret_value() if self.settings.api_key is not None else None
+        )
+        if key is None:
+            key = read_credentials(self.settings.credentials_path)
+        if key is None:
+            if not self.settings.is_embedded_database:
+                raise AuthenticationError(
+                    "no API key: pass --api-key or set MLHUB_API_KEY (create one with `mlhub tenants create`)"
+                )
+            key = bootstrap_default_tenant(service, self.settings.credentials_path)
+        self._principal = service.authenticate(key, source="cli")
+        return self._principal
+
+    def close(self) -> None:
+        if self._backends is not None:
+            self._backends.close()
+
+
+STATE = CliState()

@@ -1,0 +1,74 @@
+"""The ``mlhub`` console script: assembles the command groups and turns errors into one clear line."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+import typer
+
+from mlhub.cli import db, ops, tenants
+from mlhub.cli.context import STATE
+from mlhub.errors import MlhubError, redact
+
+app = typer.Typer(
+    name="mlhub",
+    help="mlhub: durable ML job queues, training, HPO, registry, serving and monitoring on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(db.app, name="db")
+app.add_typer(tenants.tenants_app, name="tenants")
+app.add_typer(tenants.keys_app, name="keys")
+app.add_typer(ops.audit_app, name="audit")
+app.command("health")(ops.health)
+
+
+@app.callback()
+def _global(
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar=None, help="Tenant API key (default: MLHUB_API_KEY, then MLHUB_HOME/credentials)."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+) -> None:
+    STATE.api_key = api_key
+    STATE.debug = debug
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {redact(message)}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit status (never raises)."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        rc = command.main(args=args, prog_name="mlhub", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return _fail("aborted", 130)
+    except click.ClickException as exc:  # usage errors: bad option, missing argument, bad value
+        return _fail(exc.format_message(), exc.exit_code)
+    except MlhubError as exc:
+        if debug:
+            traceback.print_exc()
+        return _fail(exc.message, exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 - the last boundary: one line, traceback with --debug
+        if debug:
+            traceback.print_exc()
+        return _fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)", 1)
+    finally:
+        STATE.close()
+
+
+def run() -> None:
+    sys.exit(main())

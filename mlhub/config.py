@@ -1,0 +1,134 @@
+"""One ``Settings`` object, read from ``MLHUB_*`` environment variables and ``.env``.
+
+Built once at the face (CLI, Serve app, actor) with :func:`load_settings` and passed down; no other module
+reads ``os.environ``. Every default is the embedded one: SQLite and artifacts under ``$MLHUB_HOME``, an
+in-process cache, a local Ray head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlhub.errors import ConfigError
+
+ENV_PREFIX = "MLHUB_"
+
+_DB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_MONGO_SCHEMES = ("mongodb://", "mongodb+srv://")
+
+
+class Settings(BaseSettings):
+    """mlhub's configuration. Each field is set by ``MLHUB_<FIELD NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    home: Path = Field(default=Path("~/.mlhub"), description="Where embedded state lives (SQLite, artifacts).")
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the system of record; default: SQLite file in MLHUB_HOME.",
+    )
+    database_app_url: SecretStr | None = Field(
+        default=None, description="Optional separate login for tenant-scoped work (PostgreSQL)."
+    )
+    database_scheduler_url: SecretStr | None = Field(
+        default=None, description="Optional separate login for the orchestrator's cross-tenant work."
+    )
+    database_pool_size: int = Field(default=5, ge=1, le=100, description="Connections per process.")
+    redis_url: SecretStr | None = Field(default=None, description="Redis URL for the cache; default: in-process.")
+    mongodb_uri: SecretStr | None = Field(
+        default=None, description="MongoDB URI for GridFS artifacts; default: files in MLHUB_HOME."
+    )
+    mongodb_database: str = Field(default="mlhub", min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_\-]+$")
+    ray_address: str | None = Field(default=None, description="Ray cluster to use; default: a local head.")
+    api_key: SecretStr | None = Field(default=None, description="The CLI's tenant API key.")
+    max_concurrent_jobs: int = Field(default=4, ge=1, le=10_000, description="Global cap on running jobs.")
+    cache_ttl_s: float = Field(default=30.0, gt=0, le=86_400, description="TTL of registry lookups in cache.")
+    cache_max_entries: int = Field(default=10_000, ge=1, description="Size of the in-process LRU cache.")
+    backend_timeout_s: float = Field(default=2.0, gt=0, le=60, description="Timeout for Redis/MongoDB calls.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @field_validator("database_url", "database_app_url", "database_scheduler_url", mode="after")
+    @classmethod
+    def _check_db_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        raw = v.get_secret_value()
+        scheme = raw.split("://", 1)[0] if "://" in raw else ""
+        if scheme not in _DB_SCHEMES:
+            raise ValueError(
+                "must be a SQLAlchemy URL starting with sqlite:/// or postgresql+psycopg://"
+            )
+        if scheme == "postgresql":  # psycopg 3 is the driver we ship
+            raw = "postgresql+psycopg://" + raw.split("://", 1)[1]
+        return SecretStr(raw)
+
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _check_redis_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(_REDIS_SCHEMES):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @field_validator("mongodb_uri", mode="after")
+    @classmethod
+    def _check_mongo_uri(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(_MONGO_SCHEMES):
+            raise ValueError("must start with mongodb:// or mongodb+srv://")
+        return v
+
+    # --- derived values -------------------------------------------------------------------------------
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.home / "mlhub.db"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.home / "credentials"
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (and ``.env``), with ``overrides`` taking precedence.
+
+    Raises :class:`ConfigError` naming every invalid variable, e.g. ``MLHUB_REDIS_URL: must start with ...``.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except pydantic.ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{env_name(field)}: {msg}")
+        raise ConfigError("invalid settings: " + "; ".join(problems), details={"errors": problems}) from None

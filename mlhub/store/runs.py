@@ -1,0 +1,98 @@
+"""Runs repository: runs, params and the step-metric hot path (batched inserts).
+
+Functions take an open tenant-scoped session (see :class:`~mlhub.store.database.Database`) and always
+filter by tenant themselves, so isolation holds on SQLite too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from mlhub.errors import NotFoundError, ValidationError
+from mlhub.store.models import Metric, Run, RunParam
+from mlhub.store.types import utcnow
+
+METRIC_KEY = re.compile(r"^[A-Za-z0-9_.\-/ ]{1,128}$")
+MAX_BATCH = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    key: str
+    value: float
+    step: int = 0
+    timestamp: datetime | None = None
+
+
+def create_run(session: Session, tenant_id: str, name: str, *, experiment: str = "default",
+               job_id: int | None = None, attempt: int | None = None, parent_run_id: int | None = None) -> Run:
+    run = Run(tenant_id=tenant_id, name=name, experiment=experiment, job_id=job_id, attempt=attempt,
+              parent_run_id=parent_run_id, started_at=utcnow(), summary={})
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(session: Session, tenant_id: str, run_id: int) -> Run:
+    run = session.scalar(select(Run).where(Run.tenant_id == tenant_id, Run.id == run_id))
+    if run is None:
+        raise NotFoundError(f"run {run_id} not found")
+    return run
+
+
+def log_params(session: Session, tenant_id: str, run_id: int, params: dict[str, object]) -> None:
+    rows = [{"tenant_id": tenant_id, "run_id": run_id, "key": str(k)[:128], "value": str(v)}
+            for k, v in params.items()]
+    if rows:
+        session.execute(insert(RunParam), rows)
+
+
+def _validate(points: Sequence[MetricPoint]) -> list[str]:
+    errors = []
+    for i, p in enumerate(points):
+        if not isinstance(p.key, str) or not METRIC_KEY.match(p.key):
+            errors.append(f"point {i}: invalid metric key {p.key!r}")
+        if isinstance(p.value, bool) or not isinstance(p.value, int | float) or not math.isfinite(p.value):
+            errors.append(f"point {i}: value of {p.key!r} must be a finite number, got {p.value!r}")
+        if isinstance(p.step, bool) or not isinstance(p.step, int) or p.step < 0:
+            errors.append(f"point {i}: step must be a non-negative integer, got {p.step!r}")
+        if len(errors) >= 20:
+            break
+    return errors
+
+
+def log_metrics(session: Session, tenant_id: str, run_id: int, points: Iterable[MetricPoint]) -> int:
+    """Insert a batch of metric points in one round of multi-row INSERTs; all or nothing.
+
+    Every point is validated first and all problems are reported together.
+    """
+    batch = list(points)
+    if len(batch) > MAX_BATCH:
+        raise ValidationError(f"at most {MAX_BATCH} metric points per batch, got {len(batch)}")
+    errors = _validate(batch)
+    if errors:
+        raise ValidationError("invalid metric points: " + "; ".join(errors), details={"errors": errors})
+    if not batch:
+        return 0
+    now = utcnow()
+    rows = [
+        {"tenant_id": tenant_id, "run_id": run_id, "key": p.key, "value": float(p.value), "step": p.step,
+         "timestamp": p.timestamp or now}
+        for p in batch
+    ]
+    session.execute(insert(Metric), rows)
+    return len(rows)
+
+
+def metric_history(session: Session, tenant_id: str, run_id: int, key: str) -> list[tuple[int, float]]:
+    q = (select(Metric.step, Metric.value)
+         .where(Metric.tenant_id == tenant_id, Metric.run_id == run_id, Metric.key == key)
+         .order_by(Metric.step, Metric.id))
+    return [(int(s), float(v)) for s, v in session.execute(q)]
