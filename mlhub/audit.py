@@ -107,8 +107,12 @@ class AuditLog:
         target_id: str | None = None,
         *,
         details: dict[str, Any] | None = None,
+        audit_failure: bool = True,
     ) -> Iterator[Operation]:
-        """Run a state change in one tenant transaction and audit it, success or failure."""
+        """Run a state change in one tenant transaction and audit it, success or failure.
+
+        ``audit_failure=False`` is for operations whose tenant may not exist when they fail (tenant creation).
+        """
         op: Operation | None = None
         try:
             with self.db.tenant_scope(principal.tenant_id) as session:
@@ -122,7 +126,9 @@ class AuditLog:
                 else AuditOutcome.FAILURE
             )
             failed_target = op.target_id if op is not None else target_id
-            self._record_failure(principal, action, target_type, failed_target, outcome, exc.message, details)
+            if audit_failure:
+                self._record_failure(principal, action, target_type, failed_target, outcome, exc.message,
+                                     details)
             raise
 
     def _record_failure(self, principal, action, target_type, target_id, outcome, message, details) -> None:

@@ -99,17 +99,22 @@ class TenantService:
         principal = Principal(tenant_id=tenant_id, actor=actor or admin_actor(), source=source)
         key, prefix = new_api_key()
         # the new tenant's own scope: RLS lets a tenant insert exactly its own row
-        with self.audit.operation(principal, "tenant.create", "tenant", tenant_id, details={"name": name}) as op:
-            if op.session.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
-                raise ConflictError(f"tenant {name!r} already exists")
-            tenant = Tenant(id=tenant_id, name=name, status="active", settings={})
-            op.session.add(tenant)
-            op.session.flush()
-            op.session.add(
-                ApiKey(tenant_id=tenant_id, name="initial", prefix=prefix, key_hash=hash_api_key(key),
-                       created_by=principal.actor)
-            )
-            op.details["key_prefix"] = prefix
+        try:
+            with self.audit.operation(principal, "tenant.create", "tenant", tenant_id, details={"name": name},
+                                      audit_failure=False) as op:
+                # other tenants' rows are invisible under RLS: the unique constraint is what catches a clash
+                tenant = Tenant(id=tenant_id, name=name, status="active", settings={})
+                op.session.add(tenant)
+                op.session.flush()
+                op.session.add(
+                    ApiKey(tenant_id=tenant_id, name="initial", prefix=prefix, key_hash=hash_api_key(key),
+                           created_by=principal.actor)
+                )
+                op.details["key_prefix"] = prefix
+        except ConflictError as exc:
+            if "name" in exc.message:
+                raise ConflictError(f"tenant {name!r} already exists") from None
+            raise
         return TenantInfo(tenant.id, tenant.name, tenant.status, tenant.created_at), key
 
     def list_tenants(self) -> list[TenantInfo]:

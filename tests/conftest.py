@@ -67,3 +67,63 @@ def mlhub_home():
     from pathlib import Path
 
     return Path(os.environ["MLHUB_HOME"])
+
+
+# --- PostgreSQL databases made for tests ---------------------------------------------------------------
+
+
+def _pg_admin_engine(server_url: str):
+    from sqlalchemy import create_engine
+
+    return create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=__import__("sqlalchemy").pool.NullPool)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """URL of the PostgreSQL server given to tests (its database is only used to create others)."""
+    url = service_url("postgres")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_pg_database(server_url: str) -> tuple[str, callable]:
+    """Create an empty database on the test server; return its URL and a function that drops it."""
+    import uuid
+
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    name = f"mlhub_t_{uuid.uuid4().hex[:12]}"
+    admin = _pg_admin_engine(server_url)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url, drop
+
+
+@pytest.fixture
+def fresh_pg_url(pg_server_url):
+    """An empty PostgreSQL database for one test, dropped afterwards."""
+    url, drop = make_pg_database(pg_server_url)
+    yield url
+    drop()
+
+
+@pytest.fixture(scope="session")
+def migrated_pg_url(pg_server_url):
+    """A PostgreSQL database at the head schema, shared by the session's tests (each uses its own tenants)."""
+    from mlhub.store.database import Database
+
+    url, drop = make_pg_database(pg_server_url)
+    db = Database(url)
+    db.upgrade()
+    db.dispose()
+    yield url
+    drop()
