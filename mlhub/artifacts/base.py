@@ -17,7 +17,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,6 +45,8 @@ class BlobInfo:
     size: int
     backend: str
     key: str
+    #: when the bytes were stored (epoch seconds), where the backend knows; garbage collection's grace period
+    stored_at: float | None = field(default=None, compare=False)
 
 
 def _shown(value: object) -> str:
@@ -233,8 +235,8 @@ class ArtifactStore(ABC):
 
     # --- helpers ---------------------------------------------------------------------------------------
 
-    def _info(self, tenant_id: str, sha256: str, size: int) -> BlobInfo:
-        return BlobInfo(tenant_id, sha256, int(size), self.backend, blob_key(tenant_id, sha256))
+    def _info(self, tenant_id: str, sha256: str, size: int, stored_at: float | None = None) -> BlobInfo:
+        return BlobInfo(tenant_id, sha256, int(size), self.backend, blob_key(tenant_id, sha256), stored_at)
 
     def _abort_upload(self, upload: PendingUpload) -> None:
         # A failing cleanup must not hide the error that caused it; the leftovers are garbage-collected.

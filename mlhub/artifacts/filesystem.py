@@ -155,10 +155,10 @@ class FilesystemArtifactStore(ArtifactStore):
                     continue
                 try:
                     validate_sha256(entry.name)
-                    size = entry.stat(follow_symlinks=False).st_size
+                    st = entry.stat(follow_symlinks=False)
                 except (ValidationError, FileNotFoundError):  # not a digest, or deleted meanwhile
                     continue
-                yield self._info(tenant_id, entry.name, size)
+                yield self._info(tenant_id, entry.name, st.st_size, st.st_mtime)
 
     def _collect_garbage(self, older_than_s: float) -> int:
         cutoff = time.time() - older_than_s

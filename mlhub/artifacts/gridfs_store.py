@@ -214,7 +214,9 @@ class GridFSArtifactStore(ArtifactStore):
         with _mongo_errors("list"):
             cursor = self._files.find({"tenant_id": tenant_id}, {"sha256": 1, "length": 1}).sort("sha256", 1)
             for doc in cursor:
-                yield self._info(tenant_id, doc["sha256"], doc["length"])
+                oid = doc.get("_id")
+                stored_at = oid.generation_time.timestamp() if isinstance(oid, ObjectId) else None
+                yield self._info(tenant_id, doc["sha256"], doc["length"], stored_at)
 
     def _collect_garbage(self, older_than_s: float) -> int:
         """Delete chunks whose upload has no files document and wrote nothing for ``older_than_s``.
