@@ -46,14 +46,15 @@ class Settings(BaseSettings):
     mongodb_uri: SecretStr | None = Field(
         default=None, description="MongoDB URI for GridFS artifacts; default: files in MLHUB_HOME."
     )
-    mongodb_database: str = Field(default="mlhub", min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_\-]+$")
+    mongodb_database: str = Field(default="mlhub", min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_\-]+$",
+                                  description="MongoDB database holding the GridFS bucket.")
     ray_address: str | None = Field(default=None, description="Ray cluster to use; default: a local head.")
     api_key: SecretStr | None = Field(default=None, description="The CLI's tenant API key.")
     max_concurrent_jobs: int = Field(default=4, ge=1, le=10_000, description="Global cap on running jobs.")
     cache_ttl_s: float = Field(default=30.0, gt=0, le=86_400, description="TTL of registry lookups in cache.")
     cache_max_entries: int = Field(default=10_000, ge=1, description="Size of the in-process LRU cache.")
     backend_timeout_s: float = Field(default=2.0, gt=0, le=60, description="Timeout for Redis/MongoDB calls.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
 
     @field_validator("home", mode="after")
     @classmethod

@@ -8,7 +8,7 @@ import traceback
 import click
 import typer
 
-from mlhub.cli import db, ops, tenants
+from mlhub.cli import db, demo, ops, tenants
 from mlhub.cli.context import STATE
 from mlhub.errors import MlhubError, redact
 
@@ -24,6 +24,7 @@ app.add_typer(tenants.tenants_app, name="tenants")
 app.add_typer(tenants.keys_app, name="keys")
 app.add_typer(ops.audit_app, name="audit")
 app.command("health")(ops.health)
+app.command("demo")(demo.demo)
 
 
 @app.callback()

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-console = Console()
+console = Console(soft_wrap=True)  # long lines (paths, messages) are never broken mid-word
 err_console = Console(stderr=True)
 
 
