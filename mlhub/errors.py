@@ -146,14 +146,21 @@ _MASK = "***"
 # scheme://user:password@host  ->  scheme://user:***@host  (any scheme: postgresql+psycopg, redis, mongodb+srv)
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
 # key=value pairs in libpq DSNs, query strings and log lines: password=..., token: ..., api_key="..."
+# key=value pairs in libpq DSNs, query strings, JSON and log lines: password=..., "token": "...",
+# api_key='a quoted value with spaces'
 _KEY_VALUE = re.compile(
     r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|auth[_-]?token|"
-    r"client[_-]?secret|sslpassword)\b)(?P<sep>\s*[=:]\s*)(?P<q>['\"]?)(?P<val>[^'\"\s&;,]+)(?P=q)",
+    r"client[_-]?secret|sslpassword)\b)(?P<kq>['\"]?)(?P<sep>\s*[=:]\s*)"
+    r"(?P<val>'[^']*'|\"[^\"]*\"|[^'\"\s&;,}]+)",
     re.IGNORECASE,
 )
-_BEARER = re.compile(r"(?P<prefix>\bBearer\s+)[A-Za-z0-9._~+/=\-]+", re.IGNORECASE)
-# mlhub's own API keys look like mlh_<prefix>_<secret>; keep the prefix, which is safe to show.
+_AUTH_HEADER = re.compile(r"(?P<prefix>\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=\-]+", re.IGNORECASE)
 _MLHUB_KEY = re.compile(r"\b(?P<prefix>mlh_[A-Za-z0-9]{8})_[A-Za-z0-9]{16,}\b")
+
+
+def _quote_like(value: str) -> str:
+    q = value[0] if value[:1] in ("'", '"') else ""
+    return f"{q}{_MASK}{q}"
 
 
 def redact(text: object) -> str:
@@ -164,7 +171,7 @@ def redact(text: object) -> str:
     """
     s = str(text)
     s = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{_MASK}@", s)
-    s = _KEY_VALUE.sub(lambda m: f"{m['key']}{m['sep']}{m['q']}{_MASK}{m['q']}", s)
-    s = _BEARER.sub(lambda m: f"{m['prefix']}{_MASK}", s)
+    s = _KEY_VALUE.sub(lambda m: f"{m['key']}{m['kq']}{m['sep']}{_quote_like(m['val'])}", s)
+    s = _AUTH_HEADER.sub(lambda m: f"{m['prefix']}{_MASK}", s)
     s = _MLHUB_KEY.sub(lambda m: f"{m['prefix']}_{_MASK}", s)
     return s

@@ -64,5 +64,14 @@ class CliState:
         if self._backends is not None:
             self._backends.close()
 
+    def reset(self) -> None:
+        """Forget everything of a previous invocation (the CLI may run several times in one process)."""
+        self.close()
+        self.api_key = None
+        self.debug = False
+        self._settings = None
+        self._backends = None
+        self._principal = None
+
 
 STATE = CliState()

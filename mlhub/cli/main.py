@@ -5,8 +5,12 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
 import typer
+
+try:  # typer >= 0.26 vendors click; older typers use click itself
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, NoArgsIsHelpError
 
 from mlhub.cli import db, demo, ops, tenants
 from mlhub.cli.context import STATE
@@ -47,16 +51,20 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status (never raises)."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    STATE.reset()  # each invocation acts with its own settings and key, also when called in-process
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=args, prog_name="mlhub", standalone_mode=False)
         return rc if isinstance(rc, int) else 0
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         return _fail("aborted", 130)
-    except click.ClickException as exc:  # usage errors: bad option, missing argument, bad value
-        return _fail(exc.format_message(), exc.exit_code)
+    except NoArgsIsHelpError as exc:  # `mlhub` or `mlhub db` alone: the help is the answer
+        print(exc.format_message())
+        return 0
+    except ClickException as exc:  # usage errors: unknown command, bad option, missing argument, bad value
+        return _fail(exc.format_message(), getattr(exc, "exit_code", 2))
     except MlhubError as exc:
         if debug:
             traceback.print_exc()
