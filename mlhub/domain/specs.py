@@ -1,0 +1,282 @@
+"""Job specs: what a user submits, validated before anything is queued.
+
+One discriminated union (``kind``) of four job kinds. Names follow a safe pattern, sizes are bounded,
+unknown fields are rejected, and a bad spec reports every bad field at once
+(:func:`parse_spec` raises :class:`mlhub.errors.ValidationError` with ``details["errors"]``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+from mlhub.domain.enums import QueueName
+from mlhub.errors import ValidationError
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+Name = Annotated[str, Field(pattern=NAME_RE, description="1-64 of letters, digits, '_', '.', '-'")]
+PRIORITY_LEVELS = {"low": -50, "normal": 0, "high": 50, "critical": 100}
+PRIORITY_RANGE = (-1000, 1000)
+SKLEARN_DATASETS = ("iris", "digits", "wine", "breast_cancer", "diabetes")
+MAX_SPEC_BYTES = 1 << 20
+MAX_PARAMS = 64
+MAX_TAGS = 32
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class DatasetSpec(_Strict):
+    """Where training/evaluation data comes from. Nothing is downloaded: bundled, generated or local files."""
+
+    source: Literal["sklearn", "synthetic", "csv", "parquet"]
+    name: str | None = Field(None, description=f"sklearn: one of {', '.join(SKLEARN_DATASETS)}")
+    path: str | None = Field(None, max_length=4096, description="csv/parquet: a file or a folder")
+    target: str | None = Field(None, max_length=256, description="csv/parquet: the label column")
+    task: Literal["classification", "regression"] | None = Field(None, description="synthetic: the task")
+    n_samples: int = Field(1000, ge=10, le=10_000_000)
+    n_features: int = Field(10, ge=1, le=10_000)
+    n_classes: int = Field(2, ge=2, le=1000)
+    noise: float = Field(0.1, ge=0, le=100)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    test_size: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> DatasetSpec:
+        if self.source == "sklearn" and self.name not in SKLEARN_DATASETS:
+            raise ValueError(f"sklearn dataset name must be one of {', '.join(SKLEARN_DATASETS)}")
+        if self.source == "synthetic" and self.task is None:
+            raise ValueError("synthetic datasets need task: classification or regression")
+        if self.source in ("csv", "parquet"):
+            if not self.path:
+                raise ValueError(f"{self.source} datasets need a path")
+            if not self.target:
+                raise ValueError(f"{self.source} datasets need a target column")
+            if "\x00" in self.path:
+                raise ValueError("path must not contain NUL")
+        return self
+
+
+class Resources(_Strict):
+    num_cpus: float = Field(1.0, ge=0, le=1024)
+    num_gpus: float = Field(0.0, ge=0, le=64)
+    memory_mb: int | None = Field(None, ge=1, le=4_000_000)
+    custom: dict[str, float] = Field(default_factory=dict, max_length=16)
+
+
+class RetryPolicy(_Strict):
+    max_attempts: int = Field(3, ge=1, le=20)
+    backoff_s: float = Field(1.0, ge=0, le=3600)
+    max_backoff_s: float = Field(60.0, ge=0, le=86_400)
+    jitter: float = Field(0.5, ge=0, le=1, description="fraction of each delay that is randomised")
+
+
+class ScheduleSpec(_Strict):
+    """A recurring job: exactly one of a cron expression (UTC) or an interval."""
+
+    cron: str | None = Field(None, max_length=128)
+    interval_s: int | None = Field(None, ge=1, le=366 * 86_400)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ScheduleSpec:
+        if (self.cron is None) == (self.interval_s is None):
+            raise ValueError("give exactly one of cron or interval_s")
+        if self.cron is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(self.cron):
+                raise ValueError(f"invalid cron expression {self.cron!r}")
+        return self
+
+
+def _bounded_json(value: dict[str, Any], what: str, max_items: int) -> dict[str, Any]:
+    if len(value) > max_items:
+        raise ValueError(f"at most {max_items} {what}")
+    if len(json.dumps(value, default=str)) > 64_000:
+        raise ValueError(f"{what} too large (64 kB at most)")
+    for k in value:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$", k):
+            raise ValueError(f"invalid {what} key {k!r}")
+    return value
+
+
+class _JobBase(_Strict):
+    name: Name
+    priority: int | Literal["low", "normal", "high", "critical"] = "normal"
+    resources: Resources = Field(default_factory=Resources)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    schedule: ScheduleSpec | None = None
+    timeout_s: float | None = Field(None, gt=0, le=7 * 86_400)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not PRIORITY_RANGE[0] <= v <= PRIORITY_RANGE[1]:
+            raise ValueError(f"priority must be between {PRIORITY_RANGE[0]} and {PRIORITY_RANGE[1]}")
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: dict[str, str]) -> dict[str, str]:
+        if any(len(x) > 256 for x in v.values()):
+            raise ValueError("tag values are at most 256 characters")
+        return _bounded_json(v, "tags", MAX_TAGS)
+
+    @property
+    def priority_value(self) -> int:
+        return PRIORITY_LEVELS[self.priority] if isinstance(self.priority, str) else self.priority
+
+    @property
+    def queue(self) -> QueueName:
+        return QueueName(KIND_QUEUE[self.kind])  # type: ignore[attr-defined]
+
+
+class TrainingSpec(_JobBase):
+    kind: Literal["training"] = "training"
+    framework: Literal["baseline", "sklearn", "torch", "tensorflow"]
+    model: str = Field(..., min_length=1, max_length=128, description="baseline: linear|logistic; sklearn: estimator")
+    params: dict[str, Any] = Field(default_factory=dict)
+    dataset: DatasetSpec
+    epochs: int = Field(1, ge=1, le=100_000)
+    num_workers: int = Field(1, ge=1, le=1024)
+    use_gpu: bool = False
+    register_as: Name | None = Field(None, description="registered model name (default: the job name)")
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key, val in v.items():
+            if isinstance(val, float) and not math.isfinite(val):
+                raise ValueError(f"param {key!r} must be finite")
+        return _bounded_json(v, "params", MAX_PARAMS)
+
+    @property
+    def model_name(self) -> str:
+        return self.register_as or self.name
+
+
+MODEL_REF_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]{0,63})(?:@(?P<alias>[A-Za-z0-9_\-]{1,64})|/(?P<version>[1-9][0-9]{0,8}))?$")
+
+
+def parse_model_ref(ref: str) -> tuple[str, str | None, int | None]:
+    """``name`` (latest version), ``name@alias`` or ``name/3`` -> (name, alias, version)."""
+    m = MODEL_REF_RE.match(ref or "")
+    if m is None:
+        raise ValueError(f"invalid model reference {ref!r}: use name, name@alias or name/VERSION")
+    return m["name"], m["alias"], int(m["version"]) if m["version"] else None
+
+
+class _ModelJob(_JobBase):
+    model: str = Field(..., description="name, name@alias or name/VERSION")
+
+    @field_validator("model")
+    @classmethod
+    def _ref(cls, v: str) -> str:
+        parse_model_ref(v)
+        return v
+
+
+class EvaluationSpec(_ModelJob):
+    kind: Literal["evaluation"] = "evaluation"
+    dataset: DatasetSpec
+
+
+class BatchPredictionSpec(_ModelJob):
+    kind: Literal["batch_prediction"] = "batch_prediction"
+    input: str = Field(..., min_length=1, max_length=4096, description="CSV or Parquet file or folder")
+    output: str | None = Field(None, max_length=4096, description="Parquet file to write (default: artifact)")
+    id_column: str | None = Field(None, max_length=256)
+    on_error: Literal["skip", "fail"] = "fail"
+    batch_size: int = Field(4096, ge=1, le=1_000_000)
+
+
+class SearchDimension(_Strict):
+    type: Literal["uniform", "loguniform", "randint", "choice", "grid"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = Field(None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _shape(self) -> SearchDimension:
+        if self.type in ("uniform", "loguniform", "randint"):
+            if self.low is None or self.high is None:
+                raise ValueError(f"{self.type} needs low and high")
+            if not self.low < self.high:
+                raise ValueError(f"empty range: low ({self.low}) must be below high ({self.high})")
+            if self.type == "loguniform" and self.low <= 0:
+                raise ValueError("loguniform needs low > 0")
+        elif not self.values:
+            raise ValueError(f"{self.type} needs a non-empty values list")
+        return self
+
+
+class HpoSpec(_JobBase):
+    kind: Literal["hpo"] = "hpo"
+    trainer: TrainingSpec
+    search_space: dict[str, SearchDimension] = Field(..., min_length=1, max_length=32)
+    metric: str = Field(..., min_length=1, max_length=128)
+    mode: Literal["min", "max"] = "max"
+    num_samples: int = Field(10, ge=1, le=10_000)
+    max_concurrent_trials: int = Field(2, ge=1, le=1024)
+    search: Literal["random", "grid", "optuna"] = "random"
+    scheduler: Literal["none", "asha", "hyperband", "pbt", "median"] = "none"
+    time_budget_s: float | None = Field(None, gt=0, le=7 * 86_400)
+
+
+JobSpec = Annotated[TrainingSpec | EvaluationSpec | BatchPredictionSpec | HpoSpec, Field(discriminator="kind")]
+KIND_QUEUE = {"training": "training", "evaluation": "evaluation", "batch_prediction": "batch_prediction",
+              "hpo": "hpo"}
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)
+
+
+def error_lines(exc: pydantic.ValidationError) -> list[str]:
+    """One readable line per bad field: ``dataset.name: sklearn dataset name must be one of ...``."""
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in KIND_QUEUE)) or "spec"
+        out.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
+    return out
+
+
+def parse_spec(data: Any) -> TrainingSpec | EvaluationSpec | BatchPredictionSpec | HpoSpec:
+    """Validate a spec document; raise ValidationError listing every bad field."""
+    if not isinstance(data, dict):
+        raise ValidationError("a job spec must be a mapping (YAML/JSON object)")
+    try:
+        return _ADAPTER.validate_python(data)
+    except pydantic.ValidationError as exc:
+        lines = error_lines(exc)
+        raise ValidationError("invalid job spec: " + "; ".join(lines), details={"errors": lines}) from None
+
+
+def load_spec_file(path: str | Path) -> TrainingSpec | EvaluationSpec | BatchPredictionSpec | HpoSpec:
+    """Load a YAML or JSON spec file (at most 1 MiB)."""
+    import yaml
+
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_SPEC_BYTES:
+            raise ValidationError(f"{p}: spec files are at most 1 MiB")
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValidationError(f"spec file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"cannot read spec file {p}: {exc}") from None
+    try:
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ValidationError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from None
+    return parse_spec(data)
+
+
+def spec_to_document(spec: BaseModel) -> dict[str, Any]:
+    """The JSON document stored with a job (round-trips through :func:`parse_spec`)."""
+    return spec.model_dump(mode="json", exclude_none=True)
