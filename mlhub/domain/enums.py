@@ -18,6 +18,7 @@ class JobKind(StrEnum):
     BATCH_PREDICTION = "batch_prediction"
     HPO = "hpo"
     DRIFT_CHECK = "drift_check"
+    DIAGNOSTIC = "diagnostic"
 
 
 class JobState(StrEnum):

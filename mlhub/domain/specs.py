@@ -231,22 +231,41 @@ class HpoSpec(_JobBase):
     time_budget_s: float | None = Field(None, gt=0, le=7 * 86_400)
 
 
-JobSpec = Annotated[TrainingSpec | EvaluationSpec | BatchPredictionSpec | HpoSpec, Field(discriminator="kind")]
+class DiagnosticSpec(_JobBase):
+    """A job that trains nothing: it sleeps, prints and fails on purpose. For smoke tests of a deployment,
+    the no-op benchmarks and the reliability tests (retries, cancellation, killed workers)."""
+
+    kind: Literal["diagnostic"] = "diagnostic"
+    target_queue: Literal["training", "evaluation", "batch_prediction", "hpo"] = "evaluation"
+    sleep_s: float = Field(0.0, ge=0, le=86_400)
+    print_lines: int = Field(0, ge=0, le=100_000)
+    fail_attempts: int = Field(0, ge=0, le=100, description="fail this many attempts first (retryable)")
+    fail_permanently: bool = False
+
+    @property
+    def queue(self) -> QueueName:
+        return QueueName(self.target_queue)
+
+
+JobSpec = Annotated[TrainingSpec | EvaluationSpec | BatchPredictionSpec | HpoSpec | DiagnosticSpec,
+                    Field(discriminator="kind")]
 KIND_QUEUE = {"training": "training", "evaluation": "evaluation", "batch_prediction": "batch_prediction",
               "hpo": "hpo"}
+AnySpec = TrainingSpec | EvaluationSpec | BatchPredictionSpec | HpoSpec | DiagnosticSpec
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)
+_KINDS = {*KIND_QUEUE, "diagnostic"}
 
 
 def error_lines(exc: pydantic.ValidationError) -> list[str]:
     """One readable line per bad field: ``dataset.name: sklearn dataset name must be one of ...``."""
     out = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in KIND_QUEUE)) or "spec"
+        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _KINDS)) or "spec"
         out.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
     return out
 
 
-def parse_spec(data: Any) -> TrainingSpec | EvaluationSpec | BatchPredictionSpec | HpoSpec:
+def parse_spec(data: Any) -> AnySpec:
     """Validate a spec document; raise ValidationError listing every bad field."""
     if not isinstance(data, dict):
         raise ValidationError("a job spec must be a mapping (YAML/JSON object)")
@@ -257,7 +276,7 @@ def parse_spec(data: Any) -> TrainingSpec | EvaluationSpec | BatchPredictionSpec
         raise ValidationError("invalid job spec: " + "; ".join(lines), details={"errors": lines}) from None
 
 
-def load_spec_file(path: str | Path) -> TrainingSpec | EvaluationSpec | BatchPredictionSpec | HpoSpec:
+def load_spec_file(path: str | Path) -> AnySpec:
     """Load a YAML or JSON spec file (at most 1 MiB)."""
     import yaml
 

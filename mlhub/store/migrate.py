@@ -44,14 +44,27 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def _run(engine: Engine, fn, revision: str) -> None:
+    with engine.connect() as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:
+            # batch migrations rebuild tables on SQLite; with foreign keys on, dropping the old table would
+            # cascade-delete child rows. The pragma only works outside a transaction, hence the raw driver.
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                fn(alembic_config(engine.url.render_as_string(hide_password=False), conn), revision)
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.begin() as conn:
-        command.upgrade(alembic_config(engine.url.render_as_string(hide_password=False), conn), revision)
+    _run(engine, command.upgrade, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    with engine.begin() as conn:
-        command.downgrade(alembic_config(engine.url.render_as_string(hide_password=False), conn), revision)
+    _run(engine, command.downgrade, revision)
 
 
 def ensure_current(current: str | None) -> None:

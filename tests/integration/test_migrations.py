@@ -76,3 +76,23 @@ def test_the_app_refuses_an_old_or_missing_schema(empty_db):
         conn.execute(text("UPDATE alembic_version SET version_num = 'ffffffffffff'"))
     with pytest.raises(SchemaOutdated, match="newer than this mlhub"):
         db.check_schema()
+
+
+def test_upgrading_a_populated_database_keeps_its_rows(empty_db):
+    """0002 rebuilds the jobs table on SQLite: child rows must survive (foreign keys are off meanwhile)."""
+    db = empty_db
+    db.upgrade("0001")
+    with db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO tenants (id, name, status, settings, created_at) "
+                          "VALUES ('t1', 'keep', 'active', '{}', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO jobs (tenant_id, queue, kind, name, priority, state, attempt, max_attempts, "
+                          "spec, resources, submitted_by, cancel_requested, updated_at, created_at) VALUES "
+                          "('t1', 'training', 'training', 'j', 0, 'queued', 0, 3, '{}', '{}', 'x', false, "
+                          "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        job_id = conn.execute(text("SELECT id FROM jobs")).scalar_one()
+        conn.execute(text("INSERT INTO job_events (tenant_id, job_id, attempt, type, data, created_at) "
+                          "VALUES ('t1', :j, 0, 'state', '{}', CURRENT_TIMESTAMP)"), {"j": job_id})
+    db.upgrade()
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM job_events")).scalar_one() == 1
+        assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 1
