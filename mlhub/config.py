@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(default=None, description="Ray cluster to use; default: a local head.")
     api_key: SecretStr | None = Field(default=None, description="The CLI's tenant API key.")
     max_concurrent_jobs: int = Field(default=4, ge=1, le=10_000, description="Global cap on running jobs.")
+    tenant_max_running_jobs: int | None = Field(
+        default=None, ge=1, le=10_000, description="Default per-tenant cap on running jobs (unset: no cap)."
+    )
+    data_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders jobs may read datasets from and write predictions to (JSON list); "
+        "MLHUB_HOME/data is always allowed.",
+    )
     cache_ttl_s: float = Field(default=30.0, gt=0, le=86_400, description="TTL of registry lookups in cache.")
     cache_max_entries: int = Field(default=10_000, ge=1, description="Size of the in-process LRU cache.")
     backend_timeout_s: float = Field(default=2.0, gt=0, le=60, description="Timeout for Redis/MongoDB calls.")
@@ -113,6 +121,20 @@ class Settings(BaseSettings):
     @property
     def credentials_path(self) -> Path:
         return self.home / "credentials"
+
+    def to_document(self) -> dict:
+        """Every field with secrets revealed, to hand the same settings to Ray actors and tasks (trusted
+        infrastructure); never log it."""
+        doc = self.model_dump(mode="json")
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                doc[name] = value.get_secret_value()
+        return doc
+
+    @property
+    def allowed_data_roots(self) -> list[Path]:
+        return [*(p.expanduser().resolve() for p in self.data_roots), self.home / "data"]
 
 
 def env_name(field: str) -> str:

@@ -11,19 +11,20 @@ import re
 from typing import Any
 
 __all__ = [
-    "MlhubError",
-    "ConfigError",
-    "ValidationError",
-    "AuthenticationError",
-    "NotFoundError",
-    "ConflictError",
-    "TenantAccessDenied",
-    "QuotaExceeded",
-    "BackendUnavailable",
-    "SchemaOutdated",
-    "JobFailed",
-    "ModelLoadError",
     "ArtifactIntegrityError",
+    "AuthenticationError",
+    "BackendUnavailable",
+    "ConfigError",
+    "ConflictError",
+    "JobFailed",
+    "MlhubError",
+    "ModelLoadError",
+    "NotFoundError",
+    "PermanentJobFailure",
+    "QuotaExceeded",
+    "SchemaOutdated",
+    "TenantAccessDenied",
+    "ValidationError",
     "redact",
 ]
 
@@ -122,6 +123,12 @@ class JobFailed(MlhubError):
     code = "job_failed"
     http_status = 500
     exit_code = 8
+
+
+class PermanentJobFailure(JobFailed):
+    """Raised inside a job for an error that retrying cannot fix: the job ends ``failed``, not retried."""
+
+    code = "job_failed_permanently"
 
 
 class ModelLoadError(MlhubError):

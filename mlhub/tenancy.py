@@ -206,6 +206,12 @@ def bootstrap_default_tenant(service: TenantService, credentials_path: Path) -> 
     existing = read_credentials(credentials_path)
     if existing:
         return existing
-    _, key = service.create_tenant(DEFAULT_TENANT, actor="system:bootstrap", source="cli")
+    try:
+        _, key = service.create_tenant(DEFAULT_TENANT, actor="system:bootstrap", source="cli")
+    except ConflictError:
+        raise AuthenticationError(
+            f"the embedded tenant {DEFAULT_TENANT!r} exists but {credentials_path} is missing: pass --api-key or "
+            "set MLHUB_API_KEY, or create a new tenant with `mlhub tenants create NAME`"
+        ) from None
     write_credentials(credentials_path, key)
     return key

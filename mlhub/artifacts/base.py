@@ -230,7 +230,7 @@ class ArtifactStore(ABC):
         """Return if the backend is usable; raise :class:`BackendUnavailable` otherwise."""
         self._ping()
 
-    def close(self) -> None:  # optional hook: most stores hold nothing to release
+    def close(self) -> None:  # noqa: B027 - optional hook: most stores hold nothing to release
         """Release connections the store owns. The store must not be used afterwards."""
 
     # --- helpers ---------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from mlhub.audit import Principal
 from mlhub.backends import Backends
 from mlhub.config import Settings, load_settings
-from mlhub.errors import AuthenticationError
 
 
 @dataclass
@@ -40,24 +39,10 @@ class CliState:
 
     def principal(self) -> Principal:
         """The tenant acting: --api-key, else MLHUB_API_KEY, else (embedded default) the credentials file."""
-        if self._principal is not None:
-            return self._principal
-        from mlhub.tenancy import TenantService, bootstrap_default_tenant, read_credentials
+        if self._principal is None:
+            from mlhub.client import resolve_principal
 
-        backends = self.backends
-        service = TenantService(backends.db)
-        key = self.api_key or (
-            self.settings.api_key.get_secret_value() if self.settings.api_key is not None else None
-        )
-        if key is None:
-            key = read_credentials(self.settings.credentials_path)
-        if key is None:
-            if not self.settings.is_embedded_database:
-                raise AuthenticationError(
-                    "no API key: pass --api-key or set MLHUB_API_KEY (create one with `mlhub tenants create`)"
-                )
-            key = bootstrap_default_tenant(service, self.settings.credentials_path)
-        self._principal = service.authenticate(key, source="cli")
+            self._principal = resolve_principal(self.backends, self.api_key, source="cli")
         return self._principal
 
     def close(self) -> None:

@@ -73,14 +73,12 @@ def test_a_tenant_cannot_update_or_delete_another_tenants_rows(db, tenants):
 
 def test_a_tenant_cannot_insert_rows_for_another_tenant(db, tenants):
     a, b = tenants["a"], tenants["b"]
-    with pytest.raises(TenantAccessDenied, match="row-level security"):
-        with db.tenant_scope(b["id"]) as s:
-            s.execute(text("INSERT INTO runs (tenant_id, name, experiment, status, summary, created_at) "
-                           "VALUES (:t, 'smuggled', 'default', 'running', '{}', now())"), {"t": a["id"]})
+    with pytest.raises(TenantAccessDenied, match="row-level security"), db.tenant_scope(b["id"]) as s:
+        s.execute(text("INSERT INTO runs (tenant_id, name, experiment, status, summary, created_at) "
+                       "VALUES (:t, 'smuggled', 'default', 'running', '{}', now())"), {"t": a["id"]})
     # nor move its own row into the other tenant
-    with pytest.raises(TenantAccessDenied):
-        with db.tenant_scope(b["id"]) as s:
-            s.execute(text("UPDATE runs SET tenant_id = :t WHERE id = :r"), {"t": a["id"], "r": b["run"]})
+    with pytest.raises(TenantAccessDenied), db.tenant_scope(b["id"]) as s:
+        s.execute(text("UPDATE runs SET tenant_id = :t WHERE id = :r"), {"t": a["id"], "r": b["run"]})
     assert _count(db, a["id"], "SELECT count(*) FROM runs WHERE name = 'smuggled'") == 0
     assert _count(db, b["id"], "SELECT count(*) FROM runs WHERE id = :r", r=b["run"]) == 1
 

@@ -120,9 +120,8 @@ def test_metric_batches_are_all_or_nothing_and_validated_together(db):
     assert n == 500
     bad = [MetricPoint("loss", 0.1, 600), MetricPoint("loss", math.nan, 601), MetricPoint("bad key!", 1.0, 602),
            MetricPoint("acc", 0.5, -1)]
-    with pytest.raises(ValidationError) as exc_info:
-        with db.tenant_scope(p.tenant_id) as s:
-            runs_repo.log_metrics(s, p.tenant_id, run.id, bad)
+    with pytest.raises(ValidationError) as exc_info, db.tenant_scope(p.tenant_id) as s:
+        runs_repo.log_metrics(s, p.tenant_id, run.id, bad)
     assert len(exc_info.value.details["errors"]) == 3
     with db.tenant_scope(p.tenant_id, readonly=True) as s:
         history = runs_repo.metric_history(s, p.tenant_id, run.id, "loss")

@@ -142,12 +142,6 @@ def test_first_tenant_command_bootstraps_the_default_tenant_and_a_private_creden
     assert creds.read_text().strip() == key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with the credentials file gone, CliState.principal() bootstraps again and "
-    "tenancy.bootstrap_default_tenant fails with \"tenant 'default' already exists\" (exit 5) on every "
-    "tenant command, without saying how to get back in",
-)
 def test_a_lost_credentials_file_gives_a_way_back_in(cli):
     _ok(cli("keys", "list"))
     (_home() / "credentials").unlink()

@@ -34,7 +34,7 @@ class TenantMixin:
     """Every tenant-owned table has ``tenant_id``; PostgreSQL RLS policies key on it (see migrations)."""
 
     @declared_attr
-    def tenant_id(cls) -> Mapped[str]:  # noqa: N805 - declared_attr takes the class
+    def tenant_id(cls) -> Mapped[str]:
         return mapped_column(
             String(TENANT_ID_LENGTH), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, index=True
         )
