@@ -12,7 +12,7 @@ try:  # typer >= 0.26 vendors click; older typers use click itself
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-from mlhub.cli import db, demo, ops, tenants
+from mlhub.cli import cluster_cmds, db, demo, follow, jobs, ops, tenants
 from mlhub.cli.context import STATE
 from mlhub.errors import MlhubError, redact
 
@@ -23,6 +23,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+for _name, _fn in [("start", cluster_cmds.start), ("stop", cluster_cmds.stop), ("train", jobs.train),
+                   ("evaluate", jobs.evaluate), ("predict", jobs.predict), ("tune", jobs.tune),
+                   ("diagnose", jobs.diagnose), ("status", jobs.status), ("watch", follow.watch),
+                   ("logs", follow.logs), ("cancel", jobs.cancel), ("clean", jobs.clean), ("jobs", jobs.jobs),
+                   ("list-models", jobs.list_models)]:
+    app.command(_name)(_fn)
 app.add_typer(db.app, name="db")
 app.add_typer(tenants.tenants_app, name="tenants")
 app.add_typer(tenants.keys_app, name="keys")
@@ -52,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     STATE.reset()  # each invocation acts with its own settings and key, also when called in-process
+    from mlhub.cluster import prepare_client_env
+
+    prepare_client_env()
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=args, prog_name="mlhub", standalone_mode=False)

@@ -37,10 +37,16 @@ class DatasetSpec(_Strict):
     """Where training/evaluation data comes from. Nothing is downloaded: bundled, generated or local files."""
 
     source: Literal["sklearn", "synthetic", "csv", "parquet"]
-    name: str | None = Field(None, description=f"sklearn: one of {', '.join(SKLEARN_DATASETS)}")
-    path: str | None = Field(None, max_length=4096, description="csv/parquet: a file or a folder")
-    target: str | None = Field(None, max_length=256, description="csv/parquet: the label column")
-    task: Literal["classification", "regression"] | None = Field(None, description="synthetic: the task")
+    # validate_default: the per-source rules below run even when the field is left out, and alongside
+    # every other field's errors (a model validator would only run once all fields are valid)
+    name: str | None = Field(None, validate_default=True,
+                             description=f"sklearn: one of {', '.join(SKLEARN_DATASETS)}")
+    path: str | None = Field(None, max_length=4096, validate_default=True,
+                             description="csv/parquet: a file or a folder")
+    target: str | None = Field(None, max_length=256, validate_default=True,
+                               description="csv/parquet: the label column")
+    task: Literal["classification", "regression"] | None = Field(None, validate_default=True,
+                                                                 description="synthetic: the task")
     n_samples: int = Field(1000, ge=10, le=10_000_000)
     n_features: int = Field(10, ge=1, le=10_000)
     n_classes: int = Field(2, ge=2, le=1000)
@@ -48,27 +54,45 @@ class DatasetSpec(_Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     test_size: float = Field(0.2, gt=0, lt=1)
 
-    @model_validator(mode="after")
-    def _source_fields(self) -> DatasetSpec:
-        if self.source == "sklearn" and self.name not in SKLEARN_DATASETS:
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None, info) -> str | None:
+        if info.data.get("source") == "sklearn" and v not in SKLEARN_DATASETS:
             raise ValueError(f"sklearn dataset name must be one of {', '.join(SKLEARN_DATASETS)}")
-        if self.source == "synthetic" and self.task is None:
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str | None, info) -> str | None:
+        source = info.data.get("source")
+        if source in ("csv", "parquet") and not v:
+            raise ValueError(f"{source} datasets need a path")
+        if v is not None and "\x00" in v:
+            raise ValueError("path must not contain NUL")
+        return v
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str | None, info) -> str | None:
+        source = info.data.get("source")
+        if source in ("csv", "parquet") and not v:
+            raise ValueError(f"{source} datasets need a target column")
+        return v
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str | None, info) -> str | None:
+        if info.data.get("source") == "synthetic" and v is None:
             raise ValueError("synthetic datasets need task: classification or regression")
-        if self.source in ("csv", "parquet"):
-            if not self.path:
-                raise ValueError(f"{self.source} datasets need a path")
-            if not self.target:
-                raise ValueError(f"{self.source} datasets need a target column")
-            if "\x00" in self.path:
-                raise ValueError("path must not contain NUL")
-        return self
+        return v
 
 
 class Resources(_Strict):
     num_cpus: float = Field(1.0, ge=0, le=1024)
     num_gpus: float = Field(0.0, ge=0, le=64)
     memory_mb: int | None = Field(None, ge=1, le=4_000_000)
-    custom: dict[str, float] = Field(default_factory=dict, max_length=16)
+    custom: dict[str, Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]] = Field(
+        default_factory=dict, max_length=16)
 
 
 class RetryPolicy(_Strict):
@@ -93,16 +117,47 @@ class ScheduleSpec(_Strict):
 
             if not croniter.is_valid(self.cron):
                 raise ValueError(f"invalid cron expression {self.cron!r}")
+            from datetime import UTC, datetime
+
+            try:
+                croniter(self.cron, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+            except Exception:  # noqa: BLE001 - croniter raises several types for dates that never come
+                raise ValueError(f"cron expression {self.cron!r} never fires") from None
         return self
+
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
+MAX_DOC_CHARS = 64_000
+MAX_DOC_NODES = 10_000
+
+
+def _doc_size(value: Any, budget: list[int]) -> None:
+    """Walk a JSON-like value, spending ``budget`` = [nodes, chars]; stop as soon as either runs out, so a
+    document made huge by shared references (YAML aliases) is refused without ever being expanded."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        budget[0] -= 1
+        if isinstance(item, dict):
+            budget[1] -= sum(len(str(k)) for k in item)
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        else:
+            budget[1] -= len(str(item))
+        if budget[0] < 0 or budget[1] < 0:
+            raise ValueError(f"too large: at most {MAX_DOC_NODES} values and {MAX_DOC_CHARS // 1000} kB")
 
 
 def _bounded_json(value: dict[str, Any], what: str, max_items: int) -> dict[str, Any]:
     if len(value) > max_items:
         raise ValueError(f"at most {max_items} {what}")
-    if len(json.dumps(value, default=str)) > 64_000:
-        raise ValueError(f"{what} too large (64 kB at most)")
+    try:
+        _doc_size(value, [MAX_DOC_NODES, MAX_DOC_CHARS])
+    except ValueError as exc:
+        raise ValueError(f"{what} {exc}") from None
     for k in value:
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$", k):
+        if not isinstance(k, str) or not _KEY.fullmatch(k):
             raise ValueError(f"invalid {what} key {k!r}")
     return value
 
@@ -168,7 +223,7 @@ MODEL_REF_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]{0,63})(?:@(?P<a
 
 def parse_model_ref(ref: str) -> tuple[str, str | None, int | None]:
     """``name`` (latest version), ``name@alias`` or ``name/3`` -> (name, alias, version)."""
-    m = MODEL_REF_RE.match(ref or "")
+    m = MODEL_REF_RE.fullmatch(ref or "") if isinstance(ref, str) else None
     if m is None:
         raise ValueError(f"invalid model reference {ref!r}: use name, name@alias or name/VERSION")
     return m["name"], m["alias"], int(m["version"]) if m["version"] else None
@@ -260,7 +315,10 @@ def error_lines(exc: pydantic.ValidationError) -> list[str]:
     """One readable line per bad field: ``dataset.name: sklearn dataset name must be one of ...``."""
     out = []
     for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in _KINDS)) or "spec"
+        parts = list(err["loc"])
+        if parts and parts[0] in _KINDS:  # the union's tag, not a field the user wrote
+            parts = parts[1:]
+        loc = ".".join(str(p) for p in parts) or "spec"
         out.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
     return out
 

@@ -1,0 +1,75 @@
+"""``mlhub start`` and ``mlhub stop``: the Ray cluster and the orchestrator actor."""
+
+from __future__ import annotations
+
+import typer
+
+from mlhub.cli.context import STATE
+from mlhub.cli.output import console, print_json
+from mlhub.errors import BackendUnavailable
+
+ACTOR_TIMEOUT_S = 120.0
+
+
+def start(
+    address: str | None = typer.Option(None, "--address", help="Connect to this Ray cluster instead of a local head."),
+    num_cpus: int | None = typer.Option(None, "--num-cpus", min=1, help="CPUs of the local head (default: all)."),
+    json_: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Start (or connect to) Ray and the orchestrator. Idempotent."""
+    import ray
+
+    from actors import orchestrator
+    from mlhub import cluster
+
+    settings = STATE.settings
+    STATE.backends  # noqa: B018 - refuse an old schema before touching the cluster
+    head = None
+    if not (address or settings.ray_address):
+        with console.status("starting a local Ray head (token auth on)..."):
+            head = cluster.start_local_head(settings, num_cpus=num_cpus)
+    with console.status("connecting to Ray..."):
+        info = cluster.connect(settings, address)
+    with console.status("starting the orchestrator..."):
+        actor = orchestrator.start(settings.to_document())
+        try:
+            ping = ray.get(actor.ping.remote(), timeout=ACTOR_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise BackendUnavailable(f"the orchestrator did not answer within {ACTOR_TIMEOUT_S:.0f} s") from None
+    out = {"ray_address": info["address"], "dashboard": head.dashboard_url if head else None,
+           "orchestrator": ping, "local_head_pid": head.pid if head else None}
+    if json_:
+        print_json(out)
+        return
+    console.print(f"Ray: {info['address']}" + (f"  dashboard: {head.dashboard_url}" if head else ""))
+    console.print(f"orchestrator: running (pid {ping['pid']}, requeued {ping['recovered']} interrupted job(s))")
+
+
+def stop(keep_cluster: bool = typer.Option(False, "--keep-cluster", help="Stop only the orchestrator."),
+         address: str | None = typer.Option(None, "--address")) -> None:
+    """Stop the orchestrator and the local head `mlhub start` launched (never someone else's cluster)."""
+    import ray
+
+    from actors import orchestrator
+    from mlhub import cluster
+
+    settings = STATE.settings
+    stopped_actor = False
+    if cluster.target_address(settings, address) is not None:
+        try:
+            cluster.connect(settings, address)
+            actor = orchestrator.get()
+            try:
+                ray.get(actor.shutdown.remote(), timeout=30)
+            except (ray.exceptions.RayError, TimeoutError):
+                pass
+            ray.kill(actor, no_restart=True)
+            stopped_actor = True
+        except (ValueError, BackendUnavailable):
+            pass
+        finally:
+            if ray.is_initialized():
+                ray.shutdown()
+    stopped_head = False if keep_cluster else cluster.stop_local_head(settings)
+    console.print(f"orchestrator: {'stopped' if stopped_actor else 'not running'}; "
+                  f"local Ray head: {'stopped' if stopped_head else 'not running (or kept)'}")

@@ -1,0 +1,157 @@
+"""Finding, starting and stopping the Ray cluster mlhub runs on.
+
+- With ``MLHUB_RAY_ADDRESS`` (or ``--address``) mlhub only connects to that cluster.
+- Otherwise ``mlhub start`` launches a persistent local head with ``ray start --head --block`` on port 6380
+  (6379 is Redis's), token authentication on, and records its address and process id under
+  ``$MLHUB_HOME/ray``; ``mlhub stop`` stops exactly that process (never a global ``ray stop``).
+
+Every call that waits on the cluster has a timeout, and a missing orchestrator is a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlhub.config import Settings
+from mlhub.errors import BackendUnavailable
+
+DEFAULT_HEAD_PORT = 6380
+RAY_CLIENT_ENV = {"RAY_AUTH_MODE": "token"}
+#: Serve's fast ingress (see RAY_NOTES.md): set for the processes that start the cluster
+SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+@dataclass(frozen=True)
+class LocalHead:
+    address: str
+    pid: int
+    dashboard_url: str
+
+
+def _state_dir(settings: Settings) -> Path:
+    return settings.home / "ray"
+
+
+def local_head(settings: Settings) -> LocalHead | None:
+    """The head that `mlhub start` launched for this MLHUB_HOME, if it is still alive."""
+    path = _state_dir(settings) / "head.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(int(doc["pid"]), 0)
+    except (ProcessLookupError, PermissionError, KeyError, ValueError):
+        return None
+    return LocalHead(doc["address"], int(doc["pid"]), doc.get("dashboard_url", ""))
+
+
+def target_address(settings: Settings, address: str | None = None) -> str | None:
+    if address or settings.ray_address:
+        return address or settings.ray_address
+    head = local_head(settings)
+    return head.address if head else None
+
+
+def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port(preferred: int) -> int:
+    if not _port_open("127.0.0.1", preferred, 0.2):
+        return preferred
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local_head(settings: Settings, *, port: int = DEFAULT_HEAD_PORT, num_cpus: int | None = None,
+                     timeout_s: float = 90.0) -> LocalHead:
+    """Launch a persistent local head (idempotent: an alive one is returned as it is)."""
+    existing = local_head(settings)
+    if existing is not None:
+        return existing
+    state = _state_dir(settings)
+    state.mkdir(parents=True, exist_ok=True)
+    port = _free_port(port)
+    dashboard_port = _free_port(8265)
+    ray_bin = Path(sys.executable).parent / "ray"
+    cmd = [str(ray_bin if ray_bin.exists() else "ray"), "start", "--head", "--block", f"--port={port}",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--disable-usage-stats"]
+    if num_cpus is not None:
+        cmd.append(f"--num-cpus={num_cpus}")
+    env = dict(os.environ, **SERVE_ENV)
+    log = open(state / "head.log", "ab")  # noqa: SIM115 - handed to the child, which outlives us
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BackendUnavailable(f"`ray start --head` exited with {proc.returncode}: see {state / 'head.log'}")
+        if _port_open("127.0.0.1", port):
+            break
+        time.sleep(0.5)
+    else:
+        proc.terminate()
+        raise BackendUnavailable(f"the local Ray head did not come up in {timeout_s:.0f} s: see {state / 'head.log'}")
+    head = LocalHead(address, proc.pid, f"http://127.0.0.1:{dashboard_port}")
+    (state / "head.json").write_text(json.dumps(head.__dict__))
+    return head
+
+
+def stop_local_head(settings: Settings, timeout_s: float = 60.0) -> bool:
+    """Stop the head `mlhub start` launched (its whole process group); False if none was running."""
+    head = local_head(settings)
+    if head is None:
+        return False
+    try:
+        os.killpg(head.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(head.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    else:
+        os.killpg(head.pid, signal.SIGKILL)
+    (_state_dir(settings) / "head.json").unlink(missing_ok=True)
+    return True
+
+
+def prepare_client_env() -> None:
+    """Token auth for this process as a Ray client; must run before Ray reads its configuration."""
+    for key, value in RAY_CLIENT_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def connect(settings: Settings, address: str | None = None) -> dict[str, Any]:
+    """Connect this process to the cluster as a driver (namespace ``mlhub``)."""
+    prepare_client_env()
+    import ray
+
+    target = target_address(settings, address)
+    if target is None:
+        raise BackendUnavailable("no Ray cluster: run `mlhub start`, or set MLHUB_RAY_ADDRESS / --address")
+    if ray.is_initialized():
+        return {"address": target}
+    host, _, port = target.rpartition(":")
+    if "://" not in target and port.isdigit() and not _port_open(host or "127.0.0.1", int(port), 2.0):
+        raise BackendUnavailable(f"the Ray cluster at {target} does not answer: is it running?")
+    ray.init(address=target, namespace="mlhub", log_to_driver=False, logging_level="WARNING")
+    return {"address": target}

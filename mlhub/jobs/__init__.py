@@ -1,0 +1,1 @@
+"""Jobs: persistence, the tenant-facing service, dispatch and execution of attempts."""

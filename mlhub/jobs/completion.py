@@ -1,0 +1,151 @@
+"""Recording attempt outcomes: fenced state transitions, retries with backoff, model registration.
+
+Called by the dispatcher with a batch of finished attempts; each tenant's outcomes are written in one
+transaction of that tenant's scope (row-level security applies), so the orchestrator never needs more
+than the job tables across tenants.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, insert, tuple_, update
+
+from mlhub.audit import AuditLog, Principal
+from mlhub.domain.enums import JobState
+from mlhub.domain.lifecycle import FailureDecision, backoff_delay, decide_on_failure
+from mlhub.domain.specs import RetryPolicy
+from mlhub.errors import redact
+from mlhub.jobs import store
+from mlhub.jobs.store import ClaimedJob
+from mlhub.registry.service import register_version
+from mlhub.store.database import Database
+from mlhub.store.models import AuditEvent, Job, JobEvent
+from mlhub.store.types import utcnow
+
+log = logging.getLogger("mlhub.jobs")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    job_id: int
+    attempt: int
+    state: JobState | None  # None: the attempt was stale and its outcome rejected
+    retry_in_s: float | None = None
+
+
+def _policy(job: ClaimedJob) -> RetryPolicy:
+    return RetryPolicy(**job.spec.get("retry", {}))
+
+
+def record_outcomes(db: Database, outcomes: list[tuple[ClaimedJob, dict[str, Any]]], *,
+                    rand: Callable[[], float] = random.random) -> list[Recorded]:
+    by_tenant: dict[str, list[tuple[ClaimedJob, dict[str, Any]]]] = defaultdict(list)
+    for job, outcome in outcomes:
+        by_tenant[job.tenant_id].append((job, outcome))
+    recorded: list[Recorded] = []
+    for tenant_id, items in by_tenant.items():
+        with db.tenant_scope(tenant_id) as s:
+            successes = [(j, o) for j, o in items if o.get("status") == "succeeded"]
+            recorded += _record_successes(s, tenant_id, successes)
+            for job, outcome in items:
+                if outcome.get("status") != "succeeded":
+                    recorded.append(_record_one(s, job, outcome, rand))
+    return recorded
+
+
+def _record_successes(s, tenant_id: str, items: list[tuple[ClaimedJob, dict[str, Any]]]) -> list[Recorded]:
+    """All of a tenant's successful attempts in a few set-based statements (the hot path of the queue)."""
+    if not items:
+        return []
+    now = utcnow()
+    fenced = set(s.scalars(
+        update(Job).where(tuple_(Job.id, Job.attempt).in_([(j.id, j.attempt) for j, _ in items]),
+                          Job.state == JobState.RUNNING.value)
+        .values(state=JobState.SUCCEEDED.value, finished_at=now, updated_at=now, error=None, lease_owner=None)
+        .returning(Job.id)))
+    fresh = [(j, o) for j, o in items if j.id in fenced]
+    for job, _ in items:
+        if job.id not in fenced:
+            store.reject_stale(s, job.id, job.attempt, "completion")
+    principal = Principal(tenant_id=tenant_id, actor="system:orchestrator", source="orchestrator")
+    results = []
+    for job, outcome in fresh:
+        result = outcome.get("result") or {}
+        summary = _summary(result)
+        if result.get("kind") == "training":
+            version = _register(s, job, result)
+            summary.update(model_version=version.version, model_version_id=version.id)
+        results.append({"b_id": job.id, "b_result": summary})
+    if results:
+        jobs = Job.__table__  # Core executemany: one pipelined statement per row, no ORM bookkeeping
+        s.connection().execute(update(jobs).where(jobs.c.id == bindparam("b_id"))
+                               .values(result=bindparam("b_result")), results)
+        s.execute(insert(JobEvent), [
+            {"tenant_id": tenant_id, "job_id": j.id, "attempt": j.attempt, "type": "state", "from_state": "running",
+             "to_state": "succeeded", "data": {}, "created_at": now} for j, _ in fresh])
+        s.execute(insert(AuditEvent), [
+            {"tenant_id": tenant_id, "actor": principal.actor, "source": principal.source, "action": "job.succeeded",
+             "target_type": "job", "target_id": str(j.id), "outcome": "success", "details": {"attempt": j.attempt},
+             "created_at": now} for j, _ in fresh])
+    return [Recorded(j.id, j.attempt, JobState.SUCCEEDED if j.id in fenced else None) for j, _ in items]
+
+
+def _register(s, job: ClaimedJob, result: dict[str, Any]):
+    return register_version(
+        s, job.tenant_id, model_name=result["model_name"], framework=result["framework"],
+        model_format=result["model_format"], artifact_id=result["artifact_id"],
+        artifact_sha256=result["artifact_sha256"], created_by=f"job:{job.id}", job_id=job.id,
+        job_attempt=job.attempt, run_id=result.get("run_id"), metrics=result.get("metrics"),
+        input_schema=dict(result.get("input_schema") or {}, task=result.get("task"), classes=result.get("classes")),
+        reference_stats=result.get("reference_stats"), dataset_fingerprint=result.get("dataset_fingerprint"),
+        task=result.get("task"))
+
+
+def _record_one(s, job: ClaimedJob, outcome: dict[str, Any], rand: Callable[[], float]) -> Recorded:
+    status = outcome.get("status")
+    principal = Principal(tenant_id=job.tenant_id, actor="system:orchestrator", source="orchestrator")
+    if status == "cancelled":
+        row = store.finish(s, job.id, job.attempt, JobState.CANCELLED, error=outcome.get("error"))
+        if row is None:
+            store.reject_stale(s, job.id, job.attempt, "cancellation")
+            return Recorded(job.id, job.attempt, None)
+        AuditLog.add(s, principal, "job.cancelled", "job", str(job.id), details={"attempt": job.attempt})
+        return Recorded(job.id, job.attempt, JobState.CANCELLED)
+    if status == "interrupted":  # put back without counting against the retries (restart, preemption)
+        row = store.finish(s, job.id, job.attempt, JobState.QUEUED, error=outcome.get("error"))
+        return Recorded(job.id, job.attempt, JobState.QUEUED if row is not None else None)
+    error = redact(str(outcome.get("error") or "unknown error"))
+    decision = decide_on_failure(job.attempt, _policy(job), permanent=bool(outcome.get("permanent")))
+    if decision is FailureDecision.RETRY:
+        delay = backoff_delay(job.attempt, _policy(job), rand())
+        row = store.finish(s, job.id, job.attempt, JobState.RETRYING, error=error,
+                           not_before=store.retry_after(delay))
+        state, retry_in = JobState.RETRYING, delay
+    else:
+        state = JobState.FAILED if decision is FailureDecision.FAIL else JobState.DEAD
+        row = store.finish(s, job.id, job.attempt, state, error=error)
+        retry_in = None
+    if row is None:
+        store.reject_stale(s, job.id, job.attempt, "failure report")
+        return Recorded(job.id, job.attempt, None)
+    if state is not JobState.RETRYING:
+        AuditLog.add(s, principal, f"job.{state.value}", "job", str(job.id), outcome=_failure_outcome(),
+                     message=error, details={"attempt": job.attempt})
+    return Recorded(job.id, job.attempt, state, retry_in)
+
+
+def _failure_outcome():
+    from mlhub.domain.enums import AuditOutcome
+
+    return AuditOutcome.FAILURE
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What the jobs table keeps of a result: no bulky reference statistics (they live on the version)."""
+    return {k: v for k, v in result.items() if k not in ("reference_stats", "input_schema")}

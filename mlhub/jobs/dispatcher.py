@@ -1,0 +1,340 @@
+"""The orchestrator's brain: which job runs next, launching it, watching it, recording how it ended.
+
+It holds an in-memory picture of pending and running jobs, which is only a cache of the database: it is
+rebuilt by :meth:`Dispatcher.recover` on every (re)start, when jobs that were running under the previous
+incarnation are put back on their queue (their Ray work died with it). Each :meth:`tick` is idempotent
+and does, in order: pick up new jobs, enqueue due schedule occurrences, stop cancelled and timed-out
+attempts, dispatch what the policy and the cluster allow, and record finished attempts.
+
+The Ray specifics live behind :class:`Launcher`, so this logic is tested without Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from mlhub.domain.enums import JobState
+from mlhub.domain.queueing import Candidate, ClusterState, Demand, DispatchPolicy, select_for_dispatch
+from mlhub.domain.schedule import due_occurrence
+from mlhub.domain.specs import parse_spec
+from mlhub.jobs import store
+from mlhub.jobs.completion import Recorded, record_outcomes
+from mlhub.jobs.store import ClaimedJob
+from mlhub.store.database import Database
+from mlhub.store.models import Job
+from mlhub.store.types import utcnow
+
+log = logging.getLogger("mlhub.orchestrator")
+
+FULL_SYNC_S = 5.0
+CANCEL_CHECK_S = 0.25
+RESOURCE_REFRESH_S = 0.5
+BUSY_POLL_S = 0.02
+
+
+class Launcher(Protocol):
+    def launch(self, job: ClaimedJob) -> Any: ...
+    def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, dict[str, Any]]]: ...
+    def cancel(self, handle: Any) -> None: ...
+    def free_resources(self) -> Demand | None: ...
+    def total_resources(self) -> Demand | None: ...
+
+
+class Metrics(Protocol):
+    def queue_depth(self, queue: str, n: int) -> None: ...
+    def running(self, queue: str, n: int) -> None: ...
+    def wait_time(self, queue: str, seconds: float) -> None: ...
+    def duration(self, queue: str, state: str, seconds: float) -> None: ...
+
+
+class NullMetrics:
+    def queue_depth(self, queue: str, n: int) -> None: ...
+    def running(self, queue: str, n: int) -> None: ...
+    def wait_time(self, queue: str, seconds: float) -> None: ...
+    def duration(self, queue: str, state: str, seconds: float) -> None: ...
+
+
+@dataclass
+class Attempt:
+    job: ClaimedJob
+    handle: Any
+    started: float
+    deadline: float | None
+    stopping: str | None = None  # "cancelled" | "timed out"
+
+
+def claimed_from_row(row: Job) -> ClaimedJob:
+    return ClaimedJob(row.id, row.tenant_id, row.queue, row.kind, row.name, row.attempt, row.spec, row.resources,
+                      row.created_at)
+
+
+class Dispatcher:
+    def __init__(self, db: Database, launcher: Launcher, policy: DispatchPolicy, *, owner: str,
+                 metrics: Metrics | None = None, rand: Callable[[], float] = random.random,
+                 wake: threading.Event | None = None, idle_poll_s: float = 0.1) -> None:
+        self.db = db
+        self.launcher = launcher
+        self.policy = policy
+        self.owner = owner
+        self.metrics = metrics or NullMetrics()
+        self.rand = rand
+        self.wake = wake or threading.Event()
+        self.idle_poll_s = idle_poll_s
+        self.pending: dict[int, tuple[Candidate, datetime | None]] = {}
+        self.running: dict[int, Attempt] = {}
+        self._last_id = 0
+        self._last_full = 0.0
+        self._last_cancel_check = 0.0
+        self._free: Demand | None = None
+        self._free_at = 0.0
+        self._total: Demand | None = None
+        self._total_at = 0.0
+        self.stats = Counter()
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Put jobs left running by a previous incarnation back on their queues; rebuild the pending cache."""
+        with self.db.scheduler_scope() as s:
+            orphans = [claimed_from_row(r) for r in store.running_jobs(s)]
+        if orphans:
+            log.warning("requeueing %d job(s) interrupted by an orchestrator restart", len(orphans))
+            record_outcomes(self.db, [(j, {"status": "interrupted", "error": "orchestrator restarted"})
+                                      for j in orphans], rand=self.rand)
+        self.sync(full=True)
+        return len(orphans)
+
+    def sync(self, *, full: bool = False) -> None:
+        with self.db.scheduler_scope(readonly=True) as s:
+            rows = store.pending_candidates(s, after_id=0 if full else self._last_id)
+        if full:
+            self.pending = {c.id: (c, nb) for c, nb in rows if c.id not in self.running}
+            self._last_full = time.monotonic()
+        else:
+            for c, nb in rows:
+                if c.id not in self.running:
+                    self.pending[c.id] = (c, nb)
+        if rows:
+            self._last_id = max(self._last_id, rows[-1][0].id)
+
+    def tick(self) -> int:
+        """One round; returns how many attempts were launched or finished."""
+        self.sync(full=time.monotonic() - self._last_full > FULL_SYNC_S)
+        self.run_schedules()
+        self._stop_cancelled_and_timed_out()
+        launched = self._dispatch()
+        finished = self._collect(BUSY_POLL_S if self.running else 0.0)
+        if not launched and not finished and not self.running:
+            self.wake.wait(self.idle_poll_s)
+            self.wake.clear()
+        self._export_metrics()
+        return launched + finished
+
+    # --- schedules ----------------------------------------------------------------------------------
+
+    def run_schedules(self) -> int:
+        now = utcnow()
+        enqueued = 0
+        with self.db.scheduler_scope() as s:
+            for sched in store.due_schedules(s, now):
+                occurrence, next_at = due_occurrence(_schedule_spec(sched), sched.next_run_at, now)
+                if occurrence is None:
+                    continue
+                spec = parse_spec(sched.spec)
+                row = {"tenant_id": sched.tenant_id, "queue": sched.queue, "kind": spec.kind, "name": spec.name,
+                       "priority": spec.priority_value, "state": JobState.QUEUED.value, "attempt": 0,
+                       "max_attempts": spec.retry.max_attempts, "spec": sched.spec,
+                       "resources": sched.spec.get("resources", {}), "submitted_by": f"schedule:{sched.id}",
+                       "cancel_requested": False, "created_at": now, "updated_at": now}
+                if store.enqueue_occurrence(s, sched, occurrence, next_at, row) is not None:
+                    enqueued += 1
+        return enqueued
+
+    # --- cancellation and timeouts ------------------------------------------------------------------
+
+    def _stop_cancelled_and_timed_out(self) -> None:
+        if not self.running:
+            return
+        now = time.monotonic()
+        for attempt in self.running.values():
+            if attempt.stopping is None and attempt.deadline is not None and now > attempt.deadline:
+                attempt.stopping = "timed out"
+                self.launcher.cancel(attempt.handle)
+        if now - self._last_cancel_check < CANCEL_CHECK_S and not self.wake.is_set():
+            return
+        self._last_cancel_check = now
+        with self.db.scheduler_scope(readonly=True) as s:
+            wanted = store.cancel_requested_running(s)
+        for job_id, attempt_no in wanted:
+            attempt = self.running.get(job_id)
+            if attempt is not None and attempt.job.attempt == attempt_no and attempt.stopping is None:
+                log.info("cancelling job %s attempt %s", job_id, attempt_no)
+                attempt.stopping = "cancelled"
+                self.launcher.cancel(attempt.handle)
+
+    # --- dispatch -----------------------------------------------------------------------------------
+
+    def _free_resources(self) -> Demand | None:
+        now = time.monotonic()
+        if now - self._free_at > RESOURCE_REFRESH_S:
+            self._free = self.launcher.free_resources()
+            self._free_at = now
+        return self._free
+
+    def _dispatch(self) -> int:
+        if not self.pending:
+            return 0
+        now = utcnow()
+        eligible = [c for c, nb in self.pending.values() if nb is None or nb <= now]
+        too_big = self._too_big(eligible)
+        eligible = [c for c in eligible if c.id not in too_big]
+        if not eligible:
+            return 0
+        by_queue: Counter[str] = Counter()
+        by_tenant: Counter[str] = Counter()
+        by_queue_tenant: Counter[tuple[str, str]] = Counter()
+        for a in self.running.values():
+            by_queue[a.job.queue] += 1
+            by_tenant[a.job.tenant_id] += 1
+            by_queue_tenant[(a.job.queue, a.job.tenant_id)] += 1
+        state = ClusterState(running_by_queue=dict(by_queue), running_by_tenant=dict(by_tenant),
+                             running_by_queue_tenant=dict(by_queue_tenant), free=self._free_resources())
+        chosen = select_for_dispatch(eligible, state, self.policy)
+        if not chosen:
+            return 0
+        with self.db.scheduler_scope() as s:
+            claimed = store.claim(s, [c.id for c in chosen], self.owner)
+        for c in chosen:
+            self.pending.pop(c.id, None)
+        launched = 0
+        for job in claimed:
+            if self._launch(job):
+                launched += 1
+        return launched
+
+    def _too_big(self, eligible: list[Candidate]) -> set[int]:
+        """Jobs that the whole cluster could never hold fail at once instead of waiting forever."""
+        if self._total is None or time.monotonic() - self._total_at > FULL_SYNC_S:
+            self._total, self._total_at = self.launcher.total_resources(), time.monotonic()
+        total = self._total
+        if total is None:
+            return set()
+        big = [c for c in eligible if c.demand.cpus > total.cpus or c.demand.gpus > total.gpus]
+        if not big:
+            return set()
+        with self.db.scheduler_scope() as s:
+            claimed = store.claim(s, [c.id for c in big], self.owner)
+        record_outcomes(self.db, [(j, {"status": "failed", "permanent": True,
+                                       "error": f"needs {_fmt(j.resources)} but the cluster has "
+                                                f"{total.cpus:g} CPUs and {total.gpus:g} GPUs in all"})
+                                  for j in claimed], rand=self.rand)
+        for c in big:
+            self.pending.pop(c.id, None)
+        return {c.id for c in big}
+
+    def _launch(self, job: ClaimedJob) -> bool:
+        try:
+            handle = self.launcher.launch(job)
+        except Exception as exc:
+            log.exception("could not launch job %s", job.id)
+            self._record([(job, {"status": "failed", "permanent": False, "error": f"launch failed: {exc}"})])
+            return False
+        timeout = job.spec.get("timeout_s")
+        now = time.monotonic()
+        self.running[job.id] = Attempt(job, handle, now, now + timeout if timeout else None)
+        self._release(job, sign=-1)
+        self.metrics.wait_time(job.queue, max((utcnow() - job.created_at).total_seconds(), 0.0))
+        self.stats["launched"] += 1
+        return True
+
+    def _release(self, job: ClaimedJob, sign: int = 1) -> None:
+        """Keep the cached free resources current between refreshes (launch takes, finish gives back)."""
+        if self._free is not None:
+            d = store.demand_of(job.resources)
+            self._free = Demand(cpus=self._free.cpus + sign * d.cpus, gpus=self._free.gpus + sign * d.gpus)
+
+    # --- completion ---------------------------------------------------------------------------------
+
+    def _collect(self, timeout: float) -> int:
+        if not self.running:
+            return 0
+        by_handle = {id(a.handle): a for a in self.running.values()}
+        done = self.launcher.wait([a.handle for a in self.running.values()], timeout)
+        outcomes = []
+        for handle, outcome in done:
+            attempt = by_handle[id(handle)]
+            if attempt.stopping == "cancelled":
+                outcome = {"status": "cancelled", "error": "cancelled by request"}
+            elif attempt.stopping == "timed out":
+                limit = attempt.job.spec.get("timeout_s")
+                outcome = {"status": "failed", "permanent": False, "error": f"timed out after {limit} s"}
+            outcomes.append((attempt.job, outcome))
+        self._record(outcomes)
+        return len(outcomes)
+
+    def _record(self, outcomes: list[tuple[ClaimedJob, dict[str, Any]]]) -> list[Recorded]:
+        if not outcomes:
+            return []
+        recorded = record_outcomes(self.db, outcomes, rand=self.rand)
+        jobs = {j.id: j for j, _ in outcomes}
+        for rec in recorded:
+            attempt = self.running.pop(rec.job_id, None)
+            job = jobs[rec.job_id]
+            if attempt is not None:
+                self._release(job)
+                if rec.state is not None:
+                    self.metrics.duration(job.queue, rec.state.value, time.monotonic() - attempt.started)
+            if rec.state in (JobState.RETRYING, JobState.QUEUED):
+                cand = Candidate(id=job.id, tenant_id=job.tenant_id, queue=job.queue,
+                                 priority=int(_priority(job)), demand=store.demand_of(job.resources))
+                self.pending[job.id] = (cand, store.retry_after(rec.retry_in_s or 0.0))
+            self.stats[rec.state.value if rec.state else "stale"] += 1
+        return recorded
+
+    def _export_metrics(self) -> None:
+        depth = Counter(c.queue for c, _ in self.pending.values())
+        running = Counter(a.job.queue for a in self.running.values())
+        for q in self.policy.queues:
+            self.metrics.queue_depth(q, depth.get(q, 0))
+            self.metrics.running(q, running.get(q, 0))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "pending": dict(Counter(c.queue for c, _ in self.pending.values())),
+            "running": dict(Counter(a.job.queue for a in self.running.values())),
+            "running_jobs": sorted(self.running),
+            "stats": dict(self.stats),
+        }
+
+    def stop_all(self) -> None:
+        """Cancel every running attempt (orchestrator shutdown); they are requeued on the next start."""
+        for attempt in self.running.values():
+            self.launcher.cancel(attempt.handle)
+
+
+def _priority(job: ClaimedJob) -> int:
+    from mlhub.domain.specs import PRIORITY_LEVELS
+
+    p = job.spec.get("priority", 0)
+    return PRIORITY_LEVELS.get(p, 0) if isinstance(p, str) else int(p)
+
+
+def _schedule_spec(sched):
+    from mlhub.domain.specs import ScheduleSpec
+
+    return ScheduleSpec(cron=sched.cron, interval_s=sched.interval_s)
+
+
+def _fmt(resources: dict[str, Any]) -> str:
+    return f"{resources.get('num_cpus', 1)} CPUs and {resources.get('num_gpus', 0)} GPUs"
+
+
+__all__ = ["Attempt", "Dispatcher", "Launcher", "Metrics", "NullMetrics", "claimed_from_row"]

@@ -1,0 +1,187 @@
+"""What each job kind does inside its attempt. Each handler returns the job's result document."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from mlhub.artifact_records import ArtifactService
+from mlhub.domain.specs import (
+    BatchPredictionSpec,
+    DiagnosticSpec,
+    EvaluationSpec,
+    HpoSpec,
+    TrainingSpec,
+)
+from mlhub.errors import PermanentJobFailure, ValidationError
+from mlhub.jobs.runner import AttemptContext
+from mlhub.registry.service import RegistryService
+from mlhub.store import runs as runs_repo
+from mlhub.store.models import BatchPrediction, Evaluation, Run
+from mlhub.store.runs import MetricPoint
+from mlhub.store.types import utcnow
+
+MEDIA_TYPES = {"skops": "application/x-skops", "npz": "application/x-npz"}
+
+
+def _run_for_attempt(ctx: AttemptContext, name: str, params: dict[str, Any], dataset_fp: str | None) -> int:
+    """The attempt's run, created once (unique on job, attempt, name): a retried attempt gets its own run."""
+    with ctx.backends.db.tenant_scope(ctx.tenant_id) as s:
+        run = s.scalar(select(Run).where(Run.tenant_id == ctx.tenant_id, Run.job_id == ctx.job_id,
+                                         Run.attempt == ctx.attempt, Run.name == name))
+        if run is None:
+            run = runs_repo.create_run(s, ctx.tenant_id, name, experiment=name, job_id=ctx.job_id,
+                                       attempt=ctx.attempt)
+            run.dataset_fingerprint = dataset_fp
+            runs_repo.log_params(s, ctx.tenant_id, run.id, params)
+        return run.id
+
+
+def run_training(ctx: AttemptContext, spec: TrainingSpec) -> dict[str, Any]:
+    from mlhub.training.adapters import get_adapter
+    from mlhub.training.datasets import load_dataset
+
+    adapter = get_adapter(spec.framework)
+    data = load_dataset(spec.dataset, allowed_roots=ctx.settings.allowed_data_roots)
+    print(f"dataset: {spec.dataset.source} {spec.dataset.name or spec.dataset.path or spec.dataset.task}: "
+          f"{len(data.x_train)} train / {len(data.x_test)} test rows, {len(data.feature_names)} features", flush=True)
+    params = {"framework": spec.framework, "model": spec.model, "epochs": spec.epochs, **spec.params}
+    run_id = _run_for_attempt(ctx, spec.name, params, data.fingerprint)
+    started = time.perf_counter()
+    epoch_points: list[MetricPoint] = []
+
+    def report(epoch_report) -> None:
+        elapsed = time.perf_counter() - started
+        done = epoch_report.epoch + 1
+        eta = elapsed / done * (spec.epochs - done) if spec.epochs > done else 0.0
+        metrics = {k: float(v) for k, v in epoch_report.metrics.items()}
+        epoch_points.extend(MetricPoint(k, v, epoch_report.epoch) for k, v in metrics.items())
+        ctx.progress({"epoch": done, "epochs": spec.epochs, "metrics": metrics,
+                      "rows_per_s": round(len(data.x_train) * done / elapsed, 1) if elapsed > 0 else None,
+                      "eta_s": round(eta, 1)}, force=done == spec.epochs)
+        print(f"epoch {done}/{spec.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
+
+    trained = adapter.train(spec, data, report)
+    artifact = ArtifactService(ctx.backends.db, ctx.backends.artifacts).upload(
+        ctx.principal, io.BytesIO(trained.payload), media_type=MEDIA_TYPES.get(trained.model_format,
+                                                                              "application/octet-stream"),
+        name=f"{spec.model_name}.{trained.model_format}", run_id=run_id)
+    with ctx.backends.db.tenant_scope(ctx.tenant_id) as s:
+        runs_repo.log_metrics(s, ctx.tenant_id, run_id, epoch_points + [
+            MetricPoint(f"final_{k}", float(v), 0) for k, v in trained.metrics.items()])
+        s.execute(update(Run).where(Run.id == run_id).values(status="finished", ended_at=utcnow(),
+                                                             summary=trained.metrics))
+    print(f"model stored: artifact {artifact.id} ({artifact.size_bytes:,} bytes, sha256 {artifact.sha256[:12]})",
+          flush=True)
+    return {
+        "kind": "training", "model_name": spec.model_name, "framework": trained.framework,
+        "model_format": trained.model_format, "artifact_id": artifact.id, "artifact_sha256": artifact.sha256,
+        "run_id": run_id, "metrics": trained.metrics, "input_schema": trained.input_schema,
+        "reference_stats": trained.reference_stats, "dataset_fingerprint": data.fingerprint,
+        "task": trained.task, "classes": trained.classes,
+    }
+
+
+def run_evaluation(ctx: AttemptContext, spec: EvaluationSpec) -> dict[str, Any]:
+    from mlhub.training.datasets import load_dataset
+    from mlhub.training.evaluation import evaluate, plot_confusion_matrix
+
+    registry = RegistryService(ctx.backends.db)
+    version, model = registry.load(ctx.principal, spec.model, ctx.backends.artifacts)
+    data = load_dataset(spec.dataset, allowed_roots=ctx.settings.allowed_data_roots)
+    task = (version.input_schema or {}).get("task") or data.task
+    result = evaluate(model, (data.x_test, data.y_test), task)
+    plot_id = None
+    if result.confusion_matrix is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            png = plot_confusion_matrix(result, Path(tmp) / "confusion.png")
+            plot = ArtifactService(ctx.backends.db, ctx.backends.artifacts).upload(
+                ctx.principal, png.read_bytes(), media_type="image/png", name=f"{version.model}-confusion.png")
+            plot_id = plot.id
+    with ctx.backends.db.tenant_scope(ctx.tenant_id) as s:
+        s.execute(delete(Evaluation).where(Evaluation.tenant_id == ctx.tenant_id, Evaluation.job_id == ctx.job_id))
+        row = Evaluation(tenant_id=ctx.tenant_id, version_id=version.id, job_id=ctx.job_id,
+                         dataset=_dataset_label(spec.dataset), dataset_fingerprint=data.fingerprint, task=task,
+                         metrics=result.metrics, confusion_matrix=result.confusion_matrix, labels=result.labels,
+                         plot_artifact_id=plot_id)
+        s.add(row)
+        s.flush()
+        evaluation_id = row.id
+    print("metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()
+                                  if isinstance(v, int | float)), flush=True)
+    return {"kind": "evaluation", "model": version.model, "version": version.version, "metrics": result.metrics,
+            "evaluation_id": evaluation_id, "confusion_matrix_artifact_id": plot_id}
+
+
+def run_batch_prediction(ctx: AttemptContext, spec: BatchPredictionSpec) -> dict[str, Any]:
+    from mlhub.training.batch import predict_frame
+    from mlhub.training.datasets import load_table
+
+    registry = RegistryService(ctx.backends.db)
+    version, model = registry.load(ctx.principal, spec.model, ctx.backends.artifacts)
+    frame = load_table(spec.input, allowed_roots=ctx.settings.allowed_data_roots)
+    if version.input_schema is None:
+        raise PermanentJobFailure(f"model {version.model}/{version.version} has no input schema")
+    out, errors = predict_frame(model, version.input_schema, frame, id_column=spec.id_column,
+                                on_error=spec.on_error)
+    ctx.progress({"rows": len(frame), "predicted": len(out), "bad_rows": len(errors)}, force=True)
+    output_uri, artifact_id = _write_predictions(ctx, spec, out)
+    with ctx.backends.db.tenant_scope(ctx.tenant_id) as s:
+        s.execute(delete(BatchPrediction).where(BatchPrediction.tenant_id == ctx.tenant_id,
+                                                BatchPrediction.job_id == ctx.job_id))
+        s.add(BatchPrediction(tenant_id=ctx.tenant_id, job_id=ctx.job_id, version_id=version.id,
+                              input_uri=spec.input, output_uri=output_uri, row_count=len(out),
+                              error_rows=len(errors), status="succeeded",
+                              errors=[{"row": e.row, "column": e.column, "message": e.message} for e in errors[:100]]))
+    print(f"predicted {len(out):,} rows with {version.model}/{version.version}; {len(errors)} bad rows; "
+          f"output: {output_uri}", flush=True)
+    return {"kind": "batch_prediction", "model": version.model, "version": version.version, "rows": len(out),
+            "bad_rows": len(errors), "output": output_uri, "artifact_id": artifact_id}
+
+
+def _write_predictions(ctx: AttemptContext, spec: BatchPredictionSpec, out) -> tuple[str, int | None]:
+    buf = io.BytesIO()
+    out.to_parquet(buf, index=False)
+    if spec.output is None:
+        rec = ArtifactService(ctx.backends.db, ctx.backends.artifacts).upload(
+            ctx.principal, buf.getvalue(), media_type="application/vnd.apache.parquet",
+            name=f"{spec.name}-predictions.parquet")
+        return f"artifact:{rec.id}", rec.id
+    target = Path(spec.output).expanduser().resolve()
+    roots = ctx.settings.allowed_data_roots
+    if not any(target.is_relative_to(r) for r in roots):
+        raise ValidationError(f"output {spec.output} is outside the allowed data roots "
+                              f"({', '.join(map(str, roots))}); set MLHUB_DATA_ROOTS")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{ctx.job_id}-{ctx.attempt}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(target)  # a retried attempt replaces the file whole, never appends to it
+    return str(target), None
+
+
+def run_diagnostic(ctx: AttemptContext, spec: DiagnosticSpec) -> dict[str, Any]:
+    for i in range(spec.print_lines):
+        print(f"diagnostic line {i + 1} of {spec.print_lines}")
+    deadline = time.monotonic() + spec.sleep_s
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.25))
+        if spec.sleep_s >= 1:
+            ctx.progress({"slept_s": round(spec.sleep_s - max(left - 0.25, 0), 2), "of_s": spec.sleep_s})
+    if spec.fail_permanently:
+        raise PermanentJobFailure("diagnostic job asked to fail permanently")
+    if ctx.attempt <= spec.fail_attempts:
+        raise RuntimeError(f"diagnostic job fails attempt {ctx.attempt} of the first {spec.fail_attempts} on purpose")
+    return {"kind": "diagnostic", "attempt": ctx.attempt}
+
+
+def run_hpo(ctx: AttemptContext, spec: HpoSpec) -> dict[str, Any]:
+    raise PermanentJobFailure("HPO jobs need the Ray Tune integration, which is not built yet")
+
+
+def _dataset_label(ds) -> str:
+    return ds.name or ds.path or f"synthetic-{ds.task}-{ds.seed}"

@@ -1,0 +1,107 @@
+"""Launching job attempts as Ray tasks, and exporting the orchestrator's metrics through Ray.
+
+Each attempt is one Ray task with the job's resources. Ray's own task retries are off (``max_retries=0``):
+mlhub's attempts, with their fencing and backoff, are the only retry policy. Cancellation force-kills the
+worker process, so the work really stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import ray
+from ray.exceptions import RayError, TaskCancelledError, WorkerCrashedError
+
+from mlhub.domain.queueing import Demand
+from mlhub.jobs.store import ClaimedJob
+
+log = logging.getLogger("mlhub.orchestrator")
+
+
+@ray.remote(max_retries=0)
+def run_attempt(settings_doc: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    from mlhub.jobs.runner import execute
+
+    return execute(settings_doc, job)
+
+
+class RayLauncher:
+    def __init__(self, settings_doc: dict[str, Any]) -> None:
+        self.settings_doc = settings_doc
+        self._settings_ref = ray.put(settings_doc)
+
+    def launch(self, job: ClaimedJob) -> ray.ObjectRef:
+        res = job.resources or {}
+        options: dict[str, Any] = {
+            "num_cpus": float(res.get("num_cpus", 1.0)),
+            "num_gpus": float(res.get("num_gpus", 0.0)),
+            "name": f"mlhub-job-{job.id}-attempt-{job.attempt}",
+        }
+        if res.get("memory_mb"):
+            options["memory"] = int(res["memory_mb"]) * 1024 * 1024
+        if res.get("custom"):
+            options["resources"] = dict(res["custom"])
+        doc = asdict(job)
+        doc["created_at"] = job.created_at.isoformat()
+        return run_attempt.options(**options).remote(self._settings_ref, doc)
+
+    def wait(self, handles: list[ray.ObjectRef], timeout: float) -> list[tuple[ray.ObjectRef, dict[str, Any]]]:
+        if not handles:
+            return []
+        ready, _ = ray.wait(handles, num_returns=len(handles), timeout=timeout, fetch_local=True)
+        out = []
+        for ref in ready:
+            try:
+                out.append((ref, ray.get(ref)))
+            except TaskCancelledError:
+                out.append((ref, {"status": "failed", "permanent": False, "error": "task cancelled"}))
+            except WorkerCrashedError as exc:
+                out.append((ref, {"status": "failed", "permanent": False,
+                                  "error": f"the worker process died: {type(exc).__name__}"}))
+            except RayError as exc:
+                out.append((ref, {"status": "failed", "permanent": False, "error": f"{type(exc).__name__}: {exc}"}))
+        return out
+
+    def cancel(self, handle: ray.ObjectRef) -> None:
+        try:
+            ray.cancel(handle, force=True)
+        except (RayError, ValueError, TypeError) as exc:
+            log.warning("could not cancel %s: %s", handle, exc)
+
+    def free_resources(self) -> Demand | None:
+        avail = ray.available_resources()
+        return Demand(cpus=float(avail.get("CPU", 0.0)), gpus=float(avail.get("GPU", 0.0)))
+
+    def total_resources(self) -> Demand | None:
+        total = ray.cluster_resources()
+        return Demand(cpus=float(total.get("CPU", 0.0)), gpus=float(total.get("GPU", 0.0)))
+
+
+class RayMetrics:
+    """Queue depth, running jobs, wait time and job duration, on the Ray dashboard and its Prometheus export."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics
+
+        self._depth = metrics.Gauge("mlhub_queue_depth", "Jobs waiting per queue", tag_keys=("queue",))
+        self._running = metrics.Gauge("mlhub_jobs_running", "Jobs running per queue", tag_keys=("queue",))
+        self._wait = metrics.Histogram("mlhub_job_wait_seconds", "Time from submit to start",
+                                       boundaries=[0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600, 3600],
+                                       tag_keys=("queue",))
+        self._duration = metrics.Histogram("mlhub_job_duration_seconds", "Attempt duration by final state",
+                                           boundaries=[0.1, 1, 10, 60, 300, 1800, 3600, 14400],
+                                           tag_keys=("queue", "state"))
+
+    def queue_depth(self, queue: str, n: int) -> None:
+        self._depth.set(n, tags={"queue": queue})
+
+    def running(self, queue: str, n: int) -> None:
+        self._running.set(n, tags={"queue": queue})
+
+    def wait_time(self, queue: str, seconds: float) -> None:
+        self._wait.observe(seconds, tags={"queue": queue})
+
+    def duration(self, queue: str, state: str, seconds: float) -> None:
+        self._duration.observe(seconds, tags={"queue": queue, "state": state})
