@@ -49,7 +49,7 @@ class Orchestrator:
         self.wake = threading.Event()
         owner = f"{socket.gethostname()}:{os.getpid()}"
         self.dispatcher = Dispatcher(self.backends.db, RayLauncher(settings_doc), dispatch_policy(self.settings),
-                                     owner=owner, metrics=RayMetrics(), wake=self.wake)
+                                     owner=owner, metrics=RayMetrics(), wake=self.wake, background_writes=True)
         self.started_at = time.time()
         self.recovered = self.dispatcher.recover()
         self.errors = 0
@@ -83,6 +83,7 @@ class Orchestrator:
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     for _ in conn.notifies():
+                        self.dispatcher.new_work.set()
                         self.wake.set()
                         if self._stop.is_set():
                             return

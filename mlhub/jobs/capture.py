@@ -21,7 +21,8 @@ MAX_CHUNK_CHARS = 64_000
 
 
 class OutputCapture:
-    """Context manager. ``sink(chunks)`` receives ``[(stream, seq, text), ...]`` and must persist them."""
+    """Context manager. ``sink(chunks)`` receives ``[(stream, seq, text), ...]`` every half second while the
+    attempt runs and must persist them; what is left at exit is returned by :meth:`take_pending`."""
 
     def __init__(self, sink: Callable[[list[tuple[str, int, str]]], None]) -> None:
         self._sink = sink
@@ -65,7 +66,13 @@ class OutputCapture:
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join(timeout=5)
-        self._flush()
+
+    def take_pending(self) -> list[tuple[str, int, str]]:
+        """The chunks not yet stored, for the caller to persist (the runner hands them to the orchestrator
+        with the outcome, which writes them in its batched completion: no extra round trip per job)."""
+        with self._lock:
+            chunks, self._pending = self._pending, []
+        return chunks
 
     def _pump(self, read_end: int, tee_fd: int, stream: str) -> None:
         buf = b""

@@ -25,7 +25,7 @@ from mlhub.jobs import store
 from mlhub.jobs.store import ClaimedJob
 from mlhub.registry.service import register_version
 from mlhub.store.database import Database
-from mlhub.store.models import AuditEvent, Job, JobEvent
+from mlhub.store.models import AuditEvent, Job, JobEvent, JobLog
 from mlhub.store.types import utcnow
 
 log = logging.getLogger("mlhub.jobs")
@@ -51,12 +51,20 @@ def record_outcomes(db: Database, outcomes: list[tuple[ClaimedJob, dict[str, Any
     recorded: list[Recorded] = []
     for tenant_id, items in by_tenant.items():
         with db.tenant_scope(tenant_id) as s:
+            _store_final_logs(s, tenant_id, items)
             successes = [(j, o) for j, o in items if o.get("status") == "succeeded"]
             recorded += _record_successes(s, tenant_id, successes)
             for job, outcome in items:
                 if outcome.get("status") != "succeeded":
                     recorded.append(_record_one(s, job, outcome, rand))
     return recorded
+
+
+def _store_final_logs(s, tenant_id: str, items: list[tuple[ClaimedJob, dict[str, Any]]]) -> None:
+    rows = [{"tenant_id": tenant_id, "job_id": job.id, "attempt": job.attempt, "worker": "driver", "stream": stream,
+             "seq": seq, "text": text_} for job, outcome in items for stream, seq, text_ in outcome.get("logs") or ()]
+    if rows:
+        s.execute(insert(JobLog), rows)
 
 
 def _record_successes(s, tenant_id: str, items: list[tuple[ClaimedJob, dict[str, Any]]]) -> list[Recorded]:

@@ -12,6 +12,7 @@ The Ray specifics live behind :class:`Launcher`, so this logic is tested without
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
@@ -35,6 +36,8 @@ from mlhub.store.types import utcnow
 log = logging.getLogger("mlhub.orchestrator")
 
 FULL_SYNC_S = 5.0
+SYNC_S = 0.1  # without a notification (SQLite, or a lost LISTEN connection): poll this often
+SCHEDULE_CHECK_S = 0.5
 CANCEL_CHECK_S = 0.25
 RESOURCE_REFRESH_S = 0.5
 BUSY_POLL_S = 0.02
@@ -79,7 +82,8 @@ def claimed_from_row(row: Job) -> ClaimedJob:
 class Dispatcher:
     def __init__(self, db: Database, launcher: Launcher, policy: DispatchPolicy, *, owner: str,
                  metrics: Metrics | None = None, rand: Callable[[], float] = random.random,
-                 wake: threading.Event | None = None, idle_poll_s: float = 0.1) -> None:
+                 wake: threading.Event | None = None, idle_poll_s: float = 0.1,
+                 background_writes: bool = False) -> None:
         self.db = db
         self.launcher = launcher
         self.policy = policy
@@ -98,6 +102,20 @@ class Dispatcher:
         self._total: Demand | None = None
         self._total_at = 0.0
         self.stats = Counter()
+        self._last_schedules = 0.0
+        self._last_sync = 0.0
+        #: set when jobs were submitted or cancelled (PostgreSQL NOTIFY); otherwise the loop polls
+        self.new_work = threading.Event()
+        # Background writes take recording finished attempts off the dispatch path: a freed slot is
+        # refilled at once while the outcome is written (in batches) by a writer thread. A crash in
+        # between loses nothing: the job is still `running` in the database and is requeued on restart.
+        self._outbox: queue.Queue[list[tuple[ClaimedJob, dict[str, Any]]]] = queue.Queue()
+        self._inbox: queue.Queue[tuple[list[tuple[ClaimedJob, dict[str, Any]]], list[Recorded]]] = queue.Queue()
+        self._recording: dict[int, Attempt] = {}
+        self._writer: threading.Thread | None = None
+        if background_writes:
+            self._writer = threading.Thread(target=self._write_loop, daemon=True, name="mlhub-outcomes")
+            self._writer.start()
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -127,12 +145,20 @@ class Dispatcher:
 
     def tick(self) -> int:
         """One round; returns how many attempts were launched or finished."""
-        self.sync(full=time.monotonic() - self._last_full > FULL_SYNC_S)
-        self.run_schedules()
-        self._stop_cancelled_and_timed_out()
+        self._apply_recorded()
+        now = time.monotonic()
+        woken = self.new_work.is_set()
+        self.new_work.clear()
+        if woken or now - self._last_sync > SYNC_S:
+            self._last_sync = now
+            self.sync(full=now - self._last_full > FULL_SYNC_S)
+        if time.monotonic() - self._last_schedules > SCHEDULE_CHECK_S:
+            self._last_schedules = time.monotonic()
+            self.run_schedules()
+        self._stop_cancelled_and_timed_out(woken)
         launched = self._dispatch()
         finished = self._collect(BUSY_POLL_S if self.running else 0.0)
-        if not launched and not finished and not self.running:
+        if not launched and not finished and not self.running and not self._recording:
             self.wake.wait(self.idle_poll_s)
             self.wake.clear()
         self._export_metrics()
@@ -160,7 +186,7 @@ class Dispatcher:
 
     # --- cancellation and timeouts ------------------------------------------------------------------
 
-    def _stop_cancelled_and_timed_out(self) -> None:
+    def _stop_cancelled_and_timed_out(self, woken: bool = False) -> None:
         if not self.running:
             return
         now = time.monotonic()
@@ -168,7 +194,7 @@ class Dispatcher:
             if attempt.stopping is None and attempt.deadline is not None and now > attempt.deadline:
                 attempt.stopping = "timed out"
                 self.launcher.cancel(attempt.handle)
-        if now - self._last_cancel_check < CANCEL_CHECK_S and not self.wake.is_set():
+        if now - self._last_cancel_check < CANCEL_CHECK_S and not woken:
             return
         self._last_cancel_check = now
         with self.db.scheduler_scope(readonly=True) as s:
@@ -277,27 +303,64 @@ class Dispatcher:
                 limit = attempt.job.spec.get("timeout_s")
                 outcome = {"status": "failed", "permanent": False, "error": f"timed out after {limit} s"}
             outcomes.append((attempt.job, outcome))
-        self._record(outcomes)
+        if self._writer is None:
+            self._record(outcomes)
+        elif outcomes:
+            for job, _ in outcomes:
+                attempt = self.running.pop(job.id)
+                self._release(job)
+                self._recording[job.id] = attempt
+            self._outbox.put(outcomes)
         return len(outcomes)
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = self._outbox.get()
+            while True:  # take whatever else is waiting: one transaction per tenant for all of it
+                try:
+                    batch = batch + self._outbox.get_nowait()
+                except queue.Empty:
+                    break
+            for attempt_no in range(1, 1_000_000):
+                try:
+                    self._inbox.put((batch, record_outcomes(self.db, batch, rand=self.rand)))
+                    break
+                except Exception:  # noqa: BLE001 - the database may be away for a while: keep the outcomes
+                    log.exception("recording %d outcome(s) failed (try %d); retrying", len(batch), attempt_no)
+                    time.sleep(min(5.0, 0.2 * attempt_no))
+            self.wake.set()
+
+    def _apply_recorded(self) -> None:
+        while True:
+            try:
+                outcomes, recorded = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._apply(outcomes, recorded)
 
     def _record(self, outcomes: list[tuple[ClaimedJob, dict[str, Any]]]) -> list[Recorded]:
         if not outcomes:
             return []
         recorded = record_outcomes(self.db, outcomes, rand=self.rand)
+        for job, _ in outcomes:
+            if job.id in self.running:
+                self._recording[job.id] = self.running.pop(job.id)
+                self._release(job)
+        self._apply(outcomes, recorded)
+        return recorded
+
+    def _apply(self, outcomes: list[tuple[ClaimedJob, dict[str, Any]]], recorded: list[Recorded]) -> None:
         jobs = {j.id: j for j, _ in outcomes}
         for rec in recorded:
-            attempt = self.running.pop(rec.job_id, None)
+            attempt = self._recording.pop(rec.job_id, None)
             job = jobs[rec.job_id]
-            if attempt is not None:
-                self._release(job)
-                if rec.state is not None:
-                    self.metrics.duration(job.queue, rec.state.value, time.monotonic() - attempt.started)
+            if attempt is not None and rec.state is not None:
+                self.metrics.duration(job.queue, rec.state.value, time.monotonic() - attempt.started)
             if rec.state in (JobState.RETRYING, JobState.QUEUED):
                 cand = Candidate(id=job.id, tenant_id=job.tenant_id, queue=job.queue,
                                  priority=int(_priority(job)), demand=store.demand_of(job.resources))
                 self.pending[job.id] = (cand, store.retry_after(rec.retry_in_s or 0.0))
             self.stats[rec.state.value if rec.state else "stale"] += 1
-        return recorded
 
     def _export_metrics(self) -> None:
         depth = Counter(c.queue for c, _ in self.pending.values())

@@ -50,7 +50,11 @@ class RayLauncher:
     def wait(self, handles: list[ray.ObjectRef], timeout: float) -> list[tuple[ray.ObjectRef, dict[str, Any]]]:
         if not handles:
             return []
-        ready, _ = ray.wait(handles, num_returns=len(handles), timeout=timeout, fetch_local=True)
+        # return as soon as one attempt is done, then take whatever else is already done
+        ready, rest = ray.wait(handles, num_returns=1, timeout=timeout, fetch_local=True)
+        if ready and rest:
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0, fetch_local=True)
+            ready += more
         out = []
         for ref in ready:
             try:

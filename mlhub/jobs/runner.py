@@ -95,26 +95,34 @@ def _handlers() -> dict[str, Handler]:
 
 
 def execute(settings_doc: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
-    """Run one attempt of ``job`` (a :class:`~mlhub.jobs.store.ClaimedJob` as a dict)."""
+    """Run one attempt of ``job`` (a :class:`~mlhub.jobs.store.ClaimedJob` as a dict). The outcome carries
+    the attempt's last log chunks under ``logs``."""
+    ctx = AttemptContext(backends_for(settings_doc), job["id"], job["tenant_id"], job["attempt"], job["name"])
+    capture = OutputCapture(ctx.store_logs)
+    with capture:
+        outcome = _run(ctx, job)
+    outcome["logs"] = capture.take_pending()
+    return outcome
+
+
+def _run(ctx: AttemptContext, job: dict[str, Any]) -> dict[str, Any]:
     from mlhub.domain.specs import parse_spec
 
-    ctx = AttemptContext(backends_for(settings_doc), job["id"], job["tenant_id"], job["attempt"], job["name"])
     started = time.perf_counter()
-    with OutputCapture(ctx.store_logs):
-        try:
-            spec = parse_spec(job["spec"])
-            print(f"[mlhub] job {ctx.job_id} attempt {ctx.attempt}: {spec.kind} {spec.name!r} started "
-                  f"(pid {os.getpid()})", flush=True)
-            result = _handlers()[spec.kind](ctx, spec)
-            print(f"[mlhub] job {ctx.job_id} attempt {ctx.attempt} succeeded in "
-                  f"{time.perf_counter() - started:.2f} s", flush=True)
-            return {"status": "succeeded", "result": result}
-        except PERMANENT as exc:
-            traceback.print_exc()
-            return {"status": "failed", "permanent": True, "error": exc.message}
-        except MlhubError as exc:
-            traceback.print_exc()
-            return {"status": "failed", "permanent": False, "error": exc.message}
-        except Exception as exc:  # noqa: BLE001 - a job's own failure is an outcome, never a crash of the runner
-            traceback.print_exc()
-            return {"status": "failed", "permanent": False, "error": f"{type(exc).__name__}: {exc}"}
+    try:
+        spec = parse_spec(job["spec"])
+        print(f"[mlhub] job {ctx.job_id} attempt {ctx.attempt}: {spec.kind} {spec.name!r} started "
+              f"(pid {os.getpid()})", flush=True)
+        result = _handlers()[spec.kind](ctx, spec)
+        print(f"[mlhub] job {ctx.job_id} attempt {ctx.attempt} succeeded in "
+              f"{time.perf_counter() - started:.2f} s", flush=True)
+        return {"status": "succeeded", "result": result}
+    except PERMANENT as exc:
+        traceback.print_exc()
+        return {"status": "failed", "permanent": True, "error": exc.message}
+    except MlhubError as exc:
+        traceback.print_exc()
+        return {"status": "failed", "permanent": False, "error": exc.message}
+    except Exception as exc:  # noqa: BLE001 - a job's own failure is an outcome, never a crash of the runner
+        traceback.print_exc()
+        return {"status": "failed", "permanent": False, "error": f"{type(exc).__name__}: {exc}"}

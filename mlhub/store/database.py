@@ -77,21 +77,24 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def _postgres_engine(url: str, pool_size: int) -> Engine:
+def _postgres_engine(url: str, pool_size: int, pre_ping: bool = True) -> Engine:
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,  # a connection killed by pg_terminate_backend is replaced, not reused
+        # a connection killed by pg_terminate_backend is replaced before use, not failed on; the
+        # orchestrator's own engine skips the extra round trip (its loop retries, and a disconnect
+        # invalidates the whole pool)
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5, "application_name": "mlhub"},
     )
 
 
-def make_engine(url: str, pool_size: int = 5) -> Engine:
+def make_engine(url: str, pool_size: int = 5, *, pre_ping: bool = True) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return _postgres_engine(url, pool_size)
+    return _postgres_engine(url, pool_size, pre_ping)
 
 
 class Database:
@@ -109,7 +112,19 @@ class Database:
         self.engine = make_engine(url, pool_size)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self._app_engine = make_engine(app_url, pool_size) if app_url else self.engine
-        self._scheduler_engine = make_engine(scheduler_url, pool_size) if scheduler_url else self.engine
+        self._scheduler_url = scheduler_url or url
+        self._pool_size = pool_size
+        self._scheduler_engine_: Engine | None = None
+
+    @property
+    def _scheduler_engine(self) -> Engine:
+        """Its own pool (made on first use): the orchestrator's hot path, without pre-ping round trips."""
+        if self._scheduler_engine_ is None:
+            if self.is_postgres:
+                self._scheduler_engine_ = make_engine(self._scheduler_url, self._pool_size, pre_ping=False)
+            else:
+                self._scheduler_engine_ = self.engine
+        return self._scheduler_engine_
 
     @classmethod
     def from_settings(cls, settings) -> Database:
@@ -223,7 +238,8 @@ class Database:
             raise translate_db_error(exc) from exc
 
     def dispose(self) -> None:
-        for engine in {id(e): e for e in (self.engine, self._app_engine, self._scheduler_engine)}.values():
+        engines = (self.engine, self._app_engine, self._scheduler_engine_)
+        for engine in {id(e): e for e in engines if e is not None}.values():
             engine.dispose()
 
 
