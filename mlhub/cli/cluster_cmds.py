@@ -23,6 +23,7 @@ def start(
     from mlhub import cluster
 
     settings = STATE.settings
+    address = address or STATE.address
     STATE.backends  # noqa: B018 - refuse an old schema before touching the cluster
     head = None
     if not (address or settings.ray_address):
@@ -54,6 +55,7 @@ def stop(keep_cluster: bool = typer.Option(False, "--keep-cluster", help="Stop o
     from mlhub import cluster
 
     settings = STATE.settings
+    address = address or STATE.address
     stopped_actor = False
     if cluster.target_address(settings, address) is not None:
         try:

@@ -12,6 +12,7 @@ from mlhub.config import Settings, load_settings
 @dataclass
 class CliState:
     api_key: str | None = None
+    address: str | None = None
     debug: bool = False
     _settings: Settings | None = None
     _backends: Backends | None = None
@@ -53,6 +54,7 @@ class CliState:
         """Forget everything of a previous invocation (the CLI may run several times in one process)."""
         self.close()
         self.api_key = None
+        self.address = None
         self.debug = False
         self._settings = None
         self._backends = None

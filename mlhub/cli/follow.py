@@ -12,6 +12,7 @@ from mlhub.cli.output import console, print_json, to_plain
 from mlhub.domain.enums import JobState
 
 POLL_S = 0.3
+QUEUED_HINT_S = 30.0
 EXIT_CODES = {"succeeded": 0, "failed": 1, "dead": 1, "cancelled": 1}
 
 
@@ -38,8 +39,15 @@ def follow_job(hub, job_id: int, *, json_: bool = False, timeout: float | None =
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), console=console, transient=json_) as bar:
         task = bar.add_task(_describe(info), total=None)
+        waiting_since = time.monotonic()
+        hinted = False
 
         def update(i) -> None:
+            nonlocal hinted
+            if i.state == JobState.QUEUED and not hinted and time.monotonic() - waiting_since > QUEUED_HINT_S:
+                hinted = True
+                bar.console.print(f"job {i.id} is still queued after {QUEUED_HINT_S:.0f} s: is the orchestrator "
+                                  "running (`mlhub start`), and does the cluster have room for it?")
             p = i.progress or {}
             total = p.get("epochs") or p.get("of_s")
             done = p.get("epoch") or p.get("slept_s")

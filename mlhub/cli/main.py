@@ -42,9 +42,13 @@ def _global(
     api_key: str | None = typer.Option(
         None, "--api-key", envvar=None, help="Tenant API key (default: MLHUB_API_KEY, then MLHUB_HOME/credentials)."
     ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster for start/stop (default: MLHUB_RAY_ADDRESS, else a local head)."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
 ) -> None:
     STATE.api_key = api_key
+    STATE.address = address
     STATE.debug = debug
 
 
