@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 # Piped output (grep, files, CI logs) gets a wide console so tables are never cut to 80 columns.
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 1000)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 240)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
