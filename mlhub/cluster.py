@@ -112,8 +112,12 @@ def start_local_head(settings: Settings, *, port: int = DEFAULT_HEAD_PORT, num_c
     return head
 
 
-def stop_local_head(settings: Settings, timeout_s: float = 60.0) -> bool:
-    """Stop the head `mlhub start` launched (its whole process group); False if none was running."""
+def stop_local_head(settings: Settings, timeout_s: float = 10.0) -> bool:
+    """Stop the head `mlhub start` launched (its whole process group); False if none was running.
+
+    SIGTERM first; `ray start --block` then tries to drain the node through the GCS, which can take half a
+    minute, so after ``timeout_s`` the group is killed outright (Ray cleans up its session files on the
+    next start)."""
     head = local_head(settings)
     if head is None:
         return False
