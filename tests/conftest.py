@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import socket
+
+# Ray reads its auth mode once, at import: the whole session (in-process CLI calls, the shared cluster)
+# uses token auth, as mlhub's own clients do.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 from urllib.parse import urlsplit
 
 import pytest

@@ -17,6 +17,9 @@ def start(
     json_: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Start (or connect to) Ray and the orchestrator. Idempotent."""
+    from mlhub.cluster import prepare_client_env
+
+    prepare_client_env()  # before Ray is imported: it reads its auth mode once
     import ray
 
     from actors import orchestrator
@@ -49,6 +52,9 @@ def start(
 def stop(keep_cluster: bool = typer.Option(False, "--keep-cluster", help="Stop only the orchestrator."),
          address: str | None = typer.Option(None, "--address")) -> None:
     """Stop the orchestrator and the local head `mlhub start` launched (never someone else's cluster)."""
+    from mlhub.cluster import prepare_client_env
+
+    prepare_client_env()
     import ray
 
     from actors import orchestrator

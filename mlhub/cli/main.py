@@ -62,9 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     STATE.reset()  # each invocation acts with its own settings and key, also when called in-process
-    from mlhub.cluster import prepare_client_env
-
-    prepare_client_env()
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=args, prog_name="mlhub", standalone_mode=False)
