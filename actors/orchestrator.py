@@ -27,10 +27,10 @@ def dispatch_policy(settings) -> Any:
     from mlhub.domain.queueing import DispatchPolicy, QueuePolicy
 
     cap = settings.max_concurrent_jobs
-    queues = {"training": QueuePolicy(concurrency=cap), "evaluation": QueuePolicy(concurrency=cap),
-              "batch_prediction": QueuePolicy(concurrency=cap),
-              # HPO jobs are accepted and kept queued until the Ray Tune integration lands
-              "hpo": QueuePolicy(concurrency=0)}
+    # HPO jobs are accepted and kept queued until the Ray Tune integration lands
+    defaults = {"training": cap, "evaluation": cap, "batch_prediction": cap, "hpo": 0}
+    queues = {q: QueuePolicy(concurrency=settings.queue_concurrency.get(q, n) if q != "hpo" else 0)
+              for q, n in defaults.items()}
     return DispatchPolicy(global_cap=cap, queues=queues, tenant_cap=settings.tenant_max_running_jobs)
 
 

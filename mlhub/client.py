@@ -88,7 +88,7 @@ class Hub:
         self.backends = Backends(self.settings)
         self.backends.ensure_schema()
         self.principal = resolve_principal(self.backends, api_key, source=source)
-        self.jobs = JobService(self.backends.db)
+        self.jobs = JobService(self.backends.db, queue_resources=self.settings.queue_resources)
         self.registry = RegistryService(self.backends.db)
 
     def close(self) -> None:

@@ -23,6 +23,15 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _MONGO_SCHEMES = ("mongodb://", "mongodb+srv://")
 
 
+QUEUES = ("training", "evaluation", "batch_prediction", "hpo")
+
+
+def _check_queue_names(v: dict) -> None:
+    unknown = set(v) - set(QUEUES)
+    if unknown:
+        raise ValueError(f"unknown queue(s) {sorted(unknown)}: use {', '.join(QUEUES)}")
+
+
 class Settings(BaseSettings):
     """mlhub's configuration. Each field is set by ``MLHUB_<FIELD NAME>``."""
 
@@ -54,6 +63,15 @@ class Settings(BaseSettings):
     tenant_max_running_jobs: int | None = Field(
         default=None, ge=1, le=10_000, description="Default per-tenant cap on running jobs (unset: no cap)."
     )
+    queue_concurrency: dict[str, int] = Field(
+        default_factory=dict,
+        description='Running jobs per queue (JSON, e.g. {"training": 2}); default: the global cap each.',
+    )
+    queue_resources: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='Default resource shape per queue for jobs that set none (JSON, e.g. '
+        '{"training": {"num_cpus": 2}}).',
+    )
     data_roots: list[Path] = Field(
         default_factory=list,
         description="Folders jobs may read datasets from and write predictions to (JSON list); "
@@ -83,6 +101,26 @@ class Settings(BaseSettings):
         if scheme == "postgresql":  # psycopg 3 is the driver we ship
             raw = "postgresql+psycopg://" + raw.split("://", 1)[1]
         return SecretStr(raw)
+
+    @field_validator("queue_concurrency", mode="after")
+    @classmethod
+    def _check_queue_concurrency(cls, v: dict[str, int]) -> dict[str, int]:
+        _check_queue_names(v)
+        if any(n < 0 or n > 10_000 for n in v.values()):
+            raise ValueError("each queue's concurrency must be between 0 and 10000")
+        return v
+
+    @field_validator("queue_resources", mode="after")
+    @classmethod
+    def _check_queue_resources(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        _check_queue_names(v)
+        for shape in v.values():
+            unknown = set(shape) - {"num_cpus", "num_gpus", "memory_mb"}
+            if unknown:
+                raise ValueError(f"unknown resource(s) {sorted(unknown)}: use num_cpus, num_gpus, memory_mb")
+            if any(not 0 <= x <= 4_000_000 for x in shape.values()):
+                raise ValueError("resource amounts must be between 0 and 4000000")
+        return v
 
     @field_validator("redis_url", mode="after")
     @classmethod

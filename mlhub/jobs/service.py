@@ -37,9 +37,13 @@ class ScheduleInfo:
     next_run_at: datetime
 
 
-def job_row(principal: Principal, spec: Any) -> dict[str, Any]:
-    """The jobs-table row of a validated spec."""
+def job_row(principal: Principal, spec: Any, queue_resources: dict[str, dict[str, float]] | None = None
+            ) -> dict[str, Any]:
+    """The jobs-table row of a validated spec; a spec that sets no resources gets its queue's shape."""
     doc = spec_to_document(spec)
+    shape = (queue_resources or {}).get(spec.queue.value)
+    if shape and "resources" not in spec.model_fields_set:
+        doc["resources"] = {**doc.get("resources", {}), **shape}
     return {
         "tenant_id": principal.tenant_id, "queue": spec.queue.value, "kind": spec.kind, "name": spec.name,
         "priority": spec.priority_value, "state": JobState.QUEUED.value, "attempt": 0,
@@ -59,9 +63,11 @@ def validate_for_submit(spec: Any) -> None:
 
 
 class JobService:
-    def __init__(self, db: Database, audit: AuditLog | None = None) -> None:
+    def __init__(self, db: Database, audit: AuditLog | None = None, *,
+                 queue_resources: dict[str, dict[str, float]] | None = None) -> None:
         self.db = db
         self.audit = audit or AuditLog(db)
+        self.queue_resources = queue_resources or {}
 
     # --- submit -------------------------------------------------------------------------------------
 
@@ -71,7 +77,7 @@ class JobService:
         validate_for_submit(spec)
         if spec.schedule is not None:
             return self._create_schedule(principal, spec)
-        row = job_row(principal, spec)
+        row = job_row(principal, spec, self.queue_resources)
         if idempotency_key is not None:
             if not 1 <= len(idempotency_key) <= 128:
                 raise ValidationError("idempotency key must be 1-128 characters")
@@ -100,7 +106,7 @@ class JobService:
             if spec.schedule is not None:
                 raise ValidationError("scheduled specs are submitted one at a time")
             validate_for_submit(spec)
-            rows.append(job_row(principal, spec))
+            rows.append(job_row(principal, spec, self.queue_resources))
         with self.audit.operation(principal, "job.submit_batch", "job", details={"count": len(rows)}) as op:
             self._check_quota(op.session, principal, len(rows))
             ids = store.insert_jobs(op.session, rows)
