@@ -97,7 +97,8 @@ class Dispatcher:
         self._last_id = 0
         self._last_full = 0.0
         self._last_cancel_check = 0.0
-        self._free: Demand | None = None
+        self._others: Demand | None = None
+        self._other_samples: list[Demand] = []
         self._free_at = 0.0
         self._total: Demand | None = None
         self._total_at = 0.0
@@ -209,11 +210,39 @@ class Dispatcher:
     # --- dispatch -----------------------------------------------------------------------------------
 
     def _free_resources(self) -> Demand | None:
+        """Room for our next job: the cluster's total, minus what others use, minus our in-flight jobs.
+
+        Our own usage is tracked exactly (launch takes, finish gives back). What others use (Serve
+        replicas, other drivers) comes from Ray's availability report, which lags a finished task by up to
+        a heartbeat: taking the smaller of the last two samples keeps a stale report from blocking the
+        queue until the next refresh.
+        """
         now = time.monotonic()
         if now - self._free_at > RESOURCE_REFRESH_S:
-            self._free = self.launcher.free_resources()
             self._free_at = now
-        return self._free
+            total, available = self.launcher.total_resources(), self.launcher.free_resources()
+            if total is None or available is None:
+                self._others = None
+            else:
+                ours = self._in_flight()
+                sample = Demand(cpus=max(0.0, total.cpus - available.cpus - ours.cpus),
+                                gpus=max(0.0, total.gpus - available.gpus - ours.gpus))
+                last = self._other_samples[-1] if self._other_samples else sample
+                self._other_samples = [last, sample]
+                self._others = Demand(cpus=min(last.cpus, sample.cpus), gpus=min(last.gpus, sample.gpus))
+                self._total = total
+        if self._others is None or self._total is None:
+            return None
+        ours = self._in_flight()
+        return Demand(cpus=self._total.cpus - self._others.cpus - ours.cpus,
+                      gpus=self._total.gpus - self._others.gpus - ours.gpus)
+
+    def _in_flight(self) -> Demand:
+        cpus = gpus = 0.0
+        for a in self.running.values():
+            d = store.demand_of(a.job.resources)
+            cpus, gpus = cpus + d.cpus, gpus + d.gpus
+        return Demand(cpus=cpus, gpus=gpus)
 
     def _dispatch(self) -> int:
         if not self.pending:
@@ -276,16 +305,9 @@ class Dispatcher:
         timeout = job.spec.get("timeout_s")
         now = time.monotonic()
         self.running[job.id] = Attempt(job, handle, now, now + timeout if timeout else None)
-        self._release(job, sign=-1)
         self.metrics.wait_time(job.queue, max((utcnow() - job.created_at).total_seconds(), 0.0))
         self.stats["launched"] += 1
         return True
-
-    def _release(self, job: ClaimedJob, sign: int = 1) -> None:
-        """Keep the cached free resources current between refreshes (launch takes, finish gives back)."""
-        if self._free is not None:
-            d = store.demand_of(job.resources)
-            self._free = Demand(cpus=self._free.cpus + sign * d.cpus, gpus=self._free.gpus + sign * d.gpus)
 
     # --- completion ---------------------------------------------------------------------------------
 
@@ -308,7 +330,6 @@ class Dispatcher:
         elif outcomes:
             for job, _ in outcomes:
                 attempt = self.running.pop(job.id)
-                self._release(job)
                 self._recording[job.id] = attempt
             self._outbox.put(outcomes)
         return len(outcomes)
@@ -345,7 +366,6 @@ class Dispatcher:
         for job, _ in outcomes:
             if job.id in self.running:
                 self._recording[job.id] = self.running.pop(job.id)
-                self._release(job)
         self._apply(outcomes, recorded)
         return recorded
 
