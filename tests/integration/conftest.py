@@ -66,6 +66,7 @@ def hub(hub_settings, orchestrator):
     _, key = TenantService(db).create_tenant(f"it-{uuid.uuid4().hex[:10]}")
     db.dispose()
     h = Hub(hub_settings, api_key=key)
+    h.api_key = key  # for tests that drive the CLI as this tenant
     yield h
     h.close()
 

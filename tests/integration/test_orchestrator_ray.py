@@ -176,3 +176,15 @@ def test_events_tell_the_story_of_a_job(hub):
         moves = s.execute(select(JobEvent.from_state, JobEvent.to_state).where(
             JobEvent.job_id == job.id, JobEvent.type == "state").order_by(JobEvent.id)).all()
     assert [tuple(m) for m in moves] == [("queued", "running"), ("running", "succeeded")]
+
+
+def test_logs_follow_streams_until_the_job_ends(hub, hub_settings, monkeypatch, capsys):
+    from mlhub.cli.main import main
+
+    job = hub.submit(diag("chatty", print_lines=3, sleep_s=2))
+    monkeypatch.setenv("MLHUB_DATABASE_URL", hub_settings.effective_database_url)
+    monkeypatch.setenv("MLHUB_HOME", str(hub_settings.home))
+    assert main(["--api-key", hub.api_key, "logs", str(job.id), "--follow"]) == 0
+    out = capsys.readouterr().out
+    assert job.status().state == "succeeded"  # --follow returned only once the job had ended
+    assert "diagnostic line 3 of 3" in out and "attempt 1 succeeded" in out
