@@ -18,6 +18,8 @@ from typing import Any
 import ray
 
 NAME = "mlhub-orchestrator"
+#: jobs claimed ahead of free slots, so a finished job's slot is refilled without a database round trip
+PREFETCH_MAX = 16
 NAMESPACE = "mlhub"
 
 log = logging.getLogger("mlhub.orchestrator")
@@ -49,7 +51,8 @@ class Orchestrator:
         self.wake = threading.Event()
         owner = f"{socket.gethostname()}:{os.getpid()}"
         self.dispatcher = Dispatcher(self.backends.db, RayLauncher(settings_doc), dispatch_policy(self.settings),
-                                     owner=owner, metrics=RayMetrics(), wake=self.wake, background_writes=True)
+                                     owner=owner, metrics=RayMetrics(), wake=self.wake, background_writes=True,
+                                     prefetch=min(self.settings.max_concurrent_jobs, PREFETCH_MAX))
         self.started_at = time.time()
         self.recovered = self.dispatcher.recover()
         self.errors = 0

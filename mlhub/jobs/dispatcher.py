@@ -41,6 +41,7 @@ SCHEDULE_CHECK_S = 0.5
 CANCEL_CHECK_S = 0.25
 RESOURCE_REFRESH_S = 0.5
 BUSY_POLL_S = 0.02
+SHORT_JOB_S = 1.0
 
 
 class Launcher(Protocol):
@@ -83,7 +84,7 @@ class Dispatcher:
     def __init__(self, db: Database, launcher: Launcher, policy: DispatchPolicy, *, owner: str,
                  metrics: Metrics | None = None, rand: Callable[[], float] = random.random,
                  wake: threading.Event | None = None, idle_poll_s: float = 0.1,
-                 background_writes: bool = False) -> None:
+                 background_writes: bool = False, prefetch: int = 0) -> None:
         self.db = db
         self.launcher = launcher
         self.policy = policy
@@ -94,6 +95,11 @@ class Dispatcher:
         self.idle_poll_s = idle_poll_s
         self.pending: dict[int, tuple[Candidate, datetime | None]] = {}
         self.running: dict[int, Attempt] = {}
+        #: claimed jobs waiting in memory for a slot (the prefetch window; see _claim_more)
+        self.ready: list[ClaimedJob] = []
+        self.prefetch = prefetch
+        self._recent_duration_s = SHORT_JOB_S  # until measured: an exponentially weighted mean
+        self._reserve_policy = _widened(policy, prefetch)
         self._last_id = 0
         self._last_full = 0.0
         self._last_cancel_check = 0.0
@@ -188,7 +194,7 @@ class Dispatcher:
     # --- cancellation and timeouts ------------------------------------------------------------------
 
     def _stop_cancelled_and_timed_out(self, woken: bool = False) -> None:
-        if not self.running:
+        if not self.running and not self.ready:
             return
         now = time.monotonic()
         for attempt in self.running.values():
@@ -200,7 +206,12 @@ class Dispatcher:
         self._last_cancel_check = now
         with self.db.scheduler_scope(readonly=True) as s:
             wanted = store.cancel_requested_running(s)
+        ready = {j.id: j for j in self.ready}
         for job_id, attempt_no in wanted:
+            if job_id in ready:  # claimed but not started: nothing to stop
+                self.ready.remove(ready[job_id])
+                self._record([(ready[job_id], {"status": "cancelled", "error": "cancelled by request"})])
+                continue
             attempt = self.running.get(job_id)
             if attempt is not None and attempt.job.attempt == attempt_no and attempt.stopping is None:
                 log.info("cancelling job %s attempt %s", job_id, attempt_no)
@@ -245,35 +256,73 @@ class Dispatcher:
         return Demand(cpus=cpus, gpus=gpus)
 
     def _dispatch(self) -> int:
-        if not self.pending:
+        """Launch claimed jobs that fit now, claim more (up to the prefetch window), launch again."""
+        launched = self._launch_ready()
+        if self._claim_more():
+            launched += self._launch_ready()
+        return launched
+
+    def _window(self) -> int:
+        """The prefetch window, open only while recent attempts are short: for long jobs a claim's few
+        milliseconds do not matter, and a job claimed ahead would make a later, more urgent one wait."""
+        return self.prefetch if self._recent_duration_s < SHORT_JOB_S else 0
+
+    def _counts(self, attempts) -> ClusterState:
+        by_queue: Counter[str] = Counter()
+        by_tenant: Counter[str] = Counter()
+        by_queue_tenant: Counter[tuple[str, str]] = Counter()
+        for job in attempts:
+            by_queue[job.queue] += 1
+            by_tenant[job.tenant_id] += 1
+            by_queue_tenant[(job.queue, job.tenant_id)] += 1
+        return ClusterState(running_by_queue=dict(by_queue), running_by_tenant=dict(by_tenant),
+                            running_by_queue_tenant=dict(by_queue_tenant))
+
+    def _launch_ready(self) -> int:
+        """Start claimed jobs while the caps and the cluster's free resources allow, in policy order."""
+        if not self.ready:
             return 0
+        state = self._counts(a.job for a in self.running.values())
+        state.free = self._free_resources()
+        by_id = {j.id: j for j in self.ready}
+        chosen = select_for_dispatch([_candidate(j) for j in self.ready], state, self.policy)
+        launched = 0
+        for c in chosen:
+            job = by_id[c.id]
+            self.ready.remove(job)
+            if self._launch(job):
+                launched += 1
+        return launched
+
+    def _claim_more(self) -> bool:
+        """Claim the next jobs from the pending cache: those that fit now, plus up to ``prefetch`` more that
+        wait in memory, already claimed, so a slot that frees is refilled without a database round trip."""
+        if not self.pending:
+            return False
+        window = self._window()
+        if window and self.running and len(self.ready) > window // 2:
+            return False  # refill in batches, not one claim per finished job
         now = utcnow()
         eligible = [c for c, nb in self.pending.values() if nb is None or nb <= now]
         too_big = self._too_big(eligible)
         eligible = [c for c in eligible if c.id not in too_big]
         if not eligible:
-            return 0
-        by_queue: Counter[str] = Counter()
-        by_tenant: Counter[str] = Counter()
-        by_queue_tenant: Counter[tuple[str, str]] = Counter()
-        for a in self.running.values():
-            by_queue[a.job.queue] += 1
-            by_tenant[a.job.tenant_id] += 1
-            by_queue_tenant[(a.job.queue, a.job.tenant_id)] += 1
-        state = ClusterState(running_by_queue=dict(by_queue), running_by_tenant=dict(by_tenant),
-                             running_by_queue_tenant=dict(by_queue_tenant), free=self._free_resources())
-        chosen = select_for_dispatch(eligible, state, self.policy)
+            return False
+        state = self._counts([a.job for a in self.running.values()] + self.ready)
+        if window:
+            # caps raised by the window bound running + claimed-waiting; resources are checked at launch
+            chosen = select_for_dispatch(eligible, state, self._reserve_policy)
+        else:
+            state.free = self._free_resources()
+            chosen = select_for_dispatch(eligible, state, self.policy)
         if not chosen:
-            return 0
+            return False
         with self.db.scheduler_scope() as s:
             claimed = store.claim(s, [c.id for c in chosen], self.owner)
         for c in chosen:
             self.pending.pop(c.id, None)
-        launched = 0
-        for job in claimed:
-            if self._launch(job):
-                launched += 1
-        return launched
+        self.ready.extend(claimed)
+        return bool(claimed)
 
     def _too_big(self, eligible: list[Candidate]) -> set[int]:
         """Jobs that the whole cluster could never hold fail at once instead of waiting forever."""
@@ -317,8 +366,10 @@ class Dispatcher:
         by_handle = {id(a.handle): a for a in self.running.values()}
         done = self.launcher.wait([a.handle for a in self.running.values()], timeout)
         outcomes = []
+        now = time.monotonic()
         for handle, outcome in done:
             attempt = by_handle[id(handle)]
+            self._recent_duration_s = 0.8 * self._recent_duration_s + 0.2 * (now - attempt.started)
             if attempt.stopping == "cancelled":
                 outcome = {"status": "cancelled", "error": "cancelled by request"}
             elif attempt.stopping == "timed out":
@@ -394,6 +445,7 @@ class Dispatcher:
             "pending": dict(Counter(c.queue for c, _ in self.pending.values())),
             "running": dict(Counter(a.job.queue for a in self.running.values())),
             "running_jobs": sorted(self.running),
+            "claimed_waiting": len(self.ready),
             "stats": dict(self.stats),
         }
 
@@ -401,6 +453,24 @@ class Dispatcher:
         """Cancel every running attempt (orchestrator shutdown); they are requeued on the next start."""
         for attempt in self.running.values():
             self.launcher.cancel(attempt.handle)
+
+
+def _candidate(job: ClaimedJob) -> Candidate:
+    return Candidate(id=job.id, tenant_id=job.tenant_id, queue=job.queue, priority=_priority(job),
+                     demand=store.demand_of(job.resources))
+
+
+def _widened(policy: DispatchPolicy, extra: int) -> DispatchPolicy:
+    """The policy with every cap raised by ``extra`` (paused queues stay paused): what may be claimed ahead."""
+    from mlhub.domain.queueing import QueuePolicy
+
+    return DispatchPolicy(
+        global_cap=policy.global_cap + extra,
+        queues={q: QueuePolicy(concurrency=p.concurrency + extra if p.concurrency else 0)
+                for q, p in policy.queues.items()},
+        tenant_cap=None if policy.tenant_cap is None else policy.tenant_cap + extra,
+        tenant_caps={t: c + extra for t, c in policy.tenant_caps.items()},
+    )
 
 
 def _priority(job: ClaimedJob) -> int:

@@ -241,3 +241,36 @@ def test_ten_thousand_jobs_of_three_tenants_follow_priority_and_fair_share(fresh
     db.dispose()
 
 
+
+
+def test_short_jobs_are_claimed_ahead_and_a_waiting_one_can_be_cancelled(db):
+    p = tenant(db)
+    svc = JobService(db)
+    ids = svc.submit_many(p, [diag(f"j{i}") for i in range(6)])
+    launcher = FakeLauncher(cpus=1)
+    d = Dispatcher(db, launcher, policy(cap=1), owner="test", idle_poll_s=0, prefetch=3)
+    d._recent_duration_s = 0.0  # recent attempts were short: the prefetch window is open
+    d.tick()
+    assert [j.id for j in launcher.launched] == ids[:1]
+    assert [j.id for j in d.ready] == ids[1:4]  # claimed ahead in order, not started
+    assert state_of(db, p, ids[2]).state == "running" and state_of(db, p, ids[5]).state == "queued"
+    svc.cancel(p, ids[2])
+    d.new_work.set()
+    d.tick()
+    assert state_of(db, p, ids[2]).state == "cancelled"
+    for _ in range(30):
+        for j in launcher.launched:
+            if j.id in launcher._live:
+                launcher.finish(j.id)
+        d.tick()
+    assert [j.id for j in launcher.launched] == [ids[0], ids[1], ids[3], ids[4], ids[5]]
+    assert [state_of(db, p, i).state for i in ids] == ["succeeded"] * 2 + ["cancelled"] + ["succeeded"] * 3
+
+
+def test_the_prefetch_window_stays_shut_while_jobs_are_long(db):
+    p = tenant(db)
+    ids = JobService(db).submit_many(p, [diag(f"j{i}") for i in range(4)])
+    d = Dispatcher(db, FakeLauncher(cpus=1), policy(cap=1), owner="test", idle_poll_s=0, prefetch=3)
+    d._recent_duration_s = 3600.0
+    d.tick()
+    assert d.ready == [] and state_of(db, p, ids[1]).state == "queued"
