@@ -18,21 +18,11 @@ from mlhub.cache import RedisCache, keys, open_cache
 from mlhub.config import load_settings
 from mlhub.errors import BackendUnavailable
 from tests.conftest import free_port, service_url
+from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.redis
 
 
-class FakeClock:
-    """Monotonic seconds that only move when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class ConnectionSpy:

@@ -10,19 +10,7 @@ import pytest
 
 from mlhub.cache import MemoryCache, RedisCache, keys, open_cache
 from mlhub.config import load_settings
-
-
-class FakeClock:
-    """Monotonic seconds that only move when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture
