@@ -42,6 +42,7 @@ CANCEL_CHECK_S = 0.25
 RESOURCE_REFRESH_S = 0.5
 BUSY_POLL_S = 0.02
 SHORT_JOB_S = 1.0
+METRICS_EXPORT_S = 0.5
 
 
 class Launcher(Protocol):
@@ -99,6 +100,9 @@ class Dispatcher:
         self.ready: list[ClaimedJob] = []
         self.prefetch = prefetch
         self._recent_duration_s = SHORT_JOB_S  # until measured: an exponentially weighted mean
+        self._last_metrics = 0.0
+        self._changes = 0  # bumped whenever an attempt starts or ends, or jobs are claimed
+        self._ready_blocked_at: int | None = None  # _changes when claimed jobs last could not start
         self._reserve_policy = _widened(policy, prefetch)
         self._last_id = 0
         self._last_full = 0.0
@@ -168,7 +172,9 @@ class Dispatcher:
         if not launched and not finished and not self.running and not self._recording:
             self.wake.wait(self.idle_poll_s)
             self.wake.clear()
-        self._export_metrics()
+        if time.monotonic() - self._last_metrics > METRICS_EXPORT_S:
+            self._last_metrics = time.monotonic()
+            self._export_metrics()
         return launched + finished
 
     # --- schedules ----------------------------------------------------------------------------------
@@ -210,6 +216,7 @@ class Dispatcher:
         for job_id, attempt_no in wanted:
             if job_id in ready:  # claimed but not started: nothing to stop
                 self.ready.remove(ready[job_id])
+                self._changes += 1
                 self._record([(ready[job_id], {"status": "cancelled", "error": "cancelled by request"})])
                 continue
             attempt = self.running.get(job_id)
@@ -282,10 +289,13 @@ class Dispatcher:
         """Start claimed jobs while the caps and the cluster's free resources allow, in policy order."""
         if not self.ready:
             return 0
+        if self._ready_blocked_at == self._changes and time.monotonic() - self._free_at < RESOURCE_REFRESH_S:
+            return 0  # nothing finished or arrived since the last try: the answer would be the same
         state = self._counts(a.job for a in self.running.values())
         state.free = self._free_resources()
         by_id = {j.id: j for j in self.ready}
         chosen = select_for_dispatch([_candidate(j) for j in self.ready], state, self.policy)
+        self._ready_blocked_at = None if chosen else self._changes
         launched = 0
         for c in chosen:
             job = by_id[c.id]
@@ -322,6 +332,7 @@ class Dispatcher:
         for c in chosen:
             self.pending.pop(c.id, None)
         self.ready.extend(claimed)
+        self._changes += 1
         return bool(claimed)
 
     def _too_big(self, eligible: list[Candidate]) -> set[int]:
@@ -356,6 +367,7 @@ class Dispatcher:
         self.running[job.id] = Attempt(job, handle, now, now + timeout if timeout else None)
         self.metrics.wait_time(job.queue, max((utcnow() - job.created_at).total_seconds(), 0.0))
         self.stats["launched"] += 1
+        self._changes += 1
         return True
 
     # --- completion ---------------------------------------------------------------------------------
@@ -367,6 +379,7 @@ class Dispatcher:
         done = self.launcher.wait([a.handle for a in self.running.values()], timeout)
         outcomes = []
         now = time.monotonic()
+        self._changes += len(done)
         for handle, outcome in done:
             attempt = by_handle[id(handle)]
             self._recent_duration_s = 0.8 * self._recent_duration_s + 0.2 * (now - attempt.started)
