@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import uuid
@@ -25,6 +26,12 @@ def temporary_pg_database(server_url: str):
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def add_database_url(parser) -> None:
+    """``--database-url``: a PostgreSQL server the benchmark may create (and drop) a database on."""
+    parser.add_argument("--database-url", default=os.environ.get(
+        "MLHUB_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
 
 
 def interleaved(variants: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:

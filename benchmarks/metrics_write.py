@@ -10,14 +10,20 @@ a tenant scope (SET LOCAL role + tenant, RLS on), validation of every point, the
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import uuid
 from datetime import UTC, datetime
 
 import psycopg
 
-from benchmarks._common import interleaved, median, print_table, rerun_hint, temporary_pg_database
+from benchmarks._common import (
+    add_database_url,
+    interleaved,
+    median,
+    print_table,
+    rerun_hint,
+    temporary_pg_database,
+)
 from mlhub.store import runs as runs_repo
 from mlhub.store.database import Database
 from mlhub.store.runs import MetricPoint
@@ -28,8 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--database-url", default=os.environ.get(
-        "MLHUB_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    add_database_url(ap)
     args = ap.parse_args()
 
     with temporary_pg_database(args.database_url) as url:

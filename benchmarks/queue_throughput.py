@@ -16,7 +16,6 @@ end to end with 2 workers (../shared/RAY_NOTES.md); it is named here rather than
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -25,7 +24,14 @@ import uuid
 import psycopg
 from psycopg.types.json import Jsonb
 
-from benchmarks._common import interleaved, median, print_table, rerun_hint, temporary_pg_database
+from benchmarks._common import (
+    add_database_url,
+    interleaved,
+    median,
+    print_table,
+    rerun_hint,
+    temporary_pg_database,
+)
 
 
 def _spec(i: int, **kw):
@@ -155,8 +161,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rate", type=float, default=20.0, help="submissions per second for the latency run")
     ap.add_argument("--latency-jobs", type=int, default=200)
-    ap.add_argument("--database-url", default=os.environ.get(
-        "MLHUB_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    add_database_url(ap)
     args = ap.parse_args()
     with temporary_pg_database(args.database_url) as url:
         from mlhub.store.database import Database

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, tuple_, update
 
 from mlhub.audit import AuditLog, Principal
-from mlhub.domain.enums import JobState
+from mlhub.domain.enums import AuditOutcome, JobState
 from mlhub.domain.lifecycle import FailureDecision, backoff_delay, decide_on_failure
 from mlhub.domain.specs import RetryPolicy
 from mlhub.errors import redact
@@ -143,15 +143,9 @@ def _record_one(s, job: ClaimedJob, outcome: dict[str, Any], rand: Callable[[], 
         store.reject_stale(s, job.id, job.attempt, "failure report")
         return Recorded(job.id, job.attempt, None)
     if state is not JobState.RETRYING:
-        AuditLog.add(s, principal, f"job.{state.value}", "job", str(job.id), outcome=_failure_outcome(),
+        AuditLog.add(s, principal, f"job.{state.value}", "job", str(job.id), outcome=AuditOutcome.FAILURE,
                      message=error, details={"attempt": job.attempt})
     return Recorded(job.id, job.attempt, state, retry_in)
-
-
-def _failure_outcome():
-    from mlhub.domain.enums import AuditOutcome
-
-    return AuditOutcome.FAILURE
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:

@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from mlhub.audit import Principal
 from mlhub.domain.enums import JobState
 from mlhub.domain.queueing import Candidate, ClusterState, Demand, DispatchPolicy, select_for_dispatch
 from mlhub.domain.schedule import due_occurrence
 from mlhub.domain.specs import parse_spec
 from mlhub.jobs import store
 from mlhub.jobs.completion import Recorded, record_outcomes
+from mlhub.jobs.service import job_row
 from mlhub.jobs.store import ClaimedJob
 from mlhub.store.database import Database
 from mlhub.store.models import Job
@@ -111,7 +113,6 @@ class Dispatcher:
         self._other_samples: list[Demand] = []
         self._free_at = 0.0
         self._total: Demand | None = None
-        self._total_at = 0.0
         self.stats = Counter()
         self._last_schedules = 0.0
         self._last_sync = 0.0
@@ -187,12 +188,8 @@ class Dispatcher:
                 occurrence, next_at = due_occurrence(_schedule_spec(sched), sched.next_run_at, now)
                 if occurrence is None:
                     continue
-                spec = parse_spec(sched.spec)
-                row = {"tenant_id": sched.tenant_id, "queue": sched.queue, "kind": spec.kind, "name": spec.name,
-                       "priority": spec.priority_value, "state": JobState.QUEUED.value, "attempt": 0,
-                       "max_attempts": spec.retry.max_attempts, "spec": sched.spec,
-                       "resources": sched.spec.get("resources", {}), "submitted_by": f"schedule:{sched.id}",
-                       "cancel_requested": False, "created_at": now, "updated_at": now}
+                owner = Principal(tenant_id=sched.tenant_id, actor=f"schedule:{sched.id}", source="orchestrator")
+                row = job_row(owner, parse_spec(sched.spec))
                 if store.enqueue_occurrence(s, sched, occurrence, next_at, row) is not None:
                     enqueued += 1
         return enqueued
@@ -337,8 +334,7 @@ class Dispatcher:
 
     def _too_big(self, eligible: list[Candidate]) -> set[int]:
         """Jobs that the whole cluster could never hold fail at once instead of waiting forever."""
-        if self._total is None or time.monotonic() - self._total_at > FULL_SYNC_S:
-            self._total, self._total_at = self.launcher.total_resources(), time.monotonic()
+        self._free_resources()  # refreshes self._total with the rest of the cluster picture
         total = self._total
         if total is None:
             return set()
