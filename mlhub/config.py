@@ -77,6 +77,11 @@ class Settings(BaseSettings):
         description="Folders jobs may read datasets from and write predictions to (JSON list); "
         "MLHUB_HOME/data is always allowed.",
     )
+    ray_storage: str | None = Field(
+        default=None, max_length=4096,
+        description="Where Ray Train/Tune keep checkpoints and experiment state: a folder every node sees "
+        "or a URI such as s3://bucket/prefix; default: MLHUB_HOME/ray_results (one machine).",
+    )
     cache_ttl_s: float = Field(default=30.0, gt=0, le=86_400, description="TTL of registry lookups in cache.")
     cache_max_entries: int = Field(default=10_000, ge=1, description="Size of the in-process LRU cache.")
     backend_timeout_s: float = Field(default=2.0, gt=0, le=60, description="Timeout for Redis/MongoDB calls.")
@@ -173,6 +178,13 @@ class Settings(BaseSettings):
     @property
     def allowed_data_roots(self) -> list[Path]:
         return [*(p.expanduser().resolve() for p in self.data_roots), self.home / "data"]
+
+    @property
+    def ray_storage_path(self) -> str:
+        """Ray Train/Tune ``storage_path``: the configured folder or URI, else MLHUB_HOME/ray_results."""
+        if self.ray_storage:
+            return self.ray_storage if "://" in self.ray_storage else str(Path(self.ray_storage).expanduser().resolve())
+        return str(self.home / "ray_results")
 
 
 def env_name(field: str) -> str:
