@@ -176,30 +176,10 @@ def _platform_checks(hub, other) -> None:
 
 
 def _plot_run(hub, run_id: int, path: Path) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    from mlhub.plots import plot_loss_and_metrics
     from mlhub.store import runs as runs_repo
 
     with hub.backends.db.tenant_scope(hub.principal.tenant_id, readonly=True) as s:
         series = {k: runs_repo.metric_history(s, hub.principal.tenant_id, run_id, k)
                   for k in ("loss", "val_loss", "val_accuracy")}
-    fig = Figure(figsize=(7, 3.5))
-    FigureCanvasAgg(fig)
-    ax, ax2 = fig.subplots(1, 2)
-    for key in ("loss", "val_loss"):
-        if series[key]:
-            ax.plot([s for s, _ in series[key]], [v for _, v in series[key]], label=key)
-    ax.set_xlabel("epoch")
-    ax.set_title("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    if series["val_accuracy"]:
-        ax2.plot([s for s, _ in series["val_accuracy"]], [v for _, v in series["val_accuracy"]], color="tab:green")
-    ax2.set_xlabel("epoch")
-    ax2.set_title("validation accuracy")
-    ax2.grid(alpha=0.3)
-    fig.suptitle(f"run {run_id}: digits-logit (tracked by mlhub)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path.resolve()
+    return plot_loss_and_metrics(series, path, f"run {run_id}: digits-logit (tracked by mlhub)")
