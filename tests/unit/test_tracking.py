@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mlhub.audit import Principal
 from mlhub.cli.main import main
 from mlhub.errors import NotFoundError, ValidationError
 from mlhub.store import runs as runs_repo
