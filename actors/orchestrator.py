@@ -29,10 +29,8 @@ def dispatch_policy(settings) -> Any:
     from mlhub.domain.queueing import DispatchPolicy, QueuePolicy
 
     cap = settings.max_concurrent_jobs
-    # HPO jobs are accepted and kept queued until the Ray Tune integration lands
-    defaults = {"training": cap, "evaluation": cap, "batch_prediction": cap, "hpo": 0}
-    queues = {q: QueuePolicy(concurrency=settings.queue_concurrency.get(q, n) if q != "hpo" else 0)
-              for q, n in defaults.items()}
+    defaults = {"training": cap, "evaluation": cap, "batch_prediction": cap, "hpo": cap}
+    queues = {q: QueuePolicy(concurrency=settings.queue_concurrency.get(q, n)) for q, n in defaults.items()}
     return DispatchPolicy(global_cap=cap, queues=queues, tenant_cap=settings.tenant_max_running_jobs)
 
 

@@ -95,8 +95,7 @@ def _submit(doc: dict[str, Any], wait: bool, json_: bool) -> None:
         if json_ and not wait:
             print_json(to_plain(info))
             return
-        note = " (HPO jobs stay queued until the Ray Tune integration lands)" if info.queue == "hpo" else ""
-        console.print(f"job {info.id} queued on {info.queue} (priority {info.priority}){note}")
+        console.print(f"job {info.id} queued on {info.queue} (priority {info.priority})")
         if wait:
             from mlhub.cli.follow import follow_job
 

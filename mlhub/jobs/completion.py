@@ -86,7 +86,7 @@ def _record_successes(s, tenant_id: str, items: list[tuple[ClaimedJob, dict[str,
     for job, outcome in fresh:
         result = outcome.get("result") or {}
         summary = _summary(result)
-        if result.get("kind") == "training":
+        if result.get("kind") in ("training", "hpo"):  # an HPO job registers its best trial's model
             version = _register(s, job, result)
             summary.update(model_version=version.version, model_version_id=version.id)
         results.append({"b_id": job.id, "b_result": summary})

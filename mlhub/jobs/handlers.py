@@ -180,7 +180,17 @@ def run_diagnostic(ctx: AttemptContext, spec: DiagnosticSpec) -> dict[str, Any]:
 
 
 def run_hpo(ctx: AttemptContext, spec: HpoSpec) -> dict[str, Any]:
-    raise PermanentJobFailure("HPO jobs need the Ray Tune integration, which is not built yet")
+    """A Ray Tune search (resumed if an earlier attempt left one), then the best params trained once more
+    as a regular training run whose model the completion registers, with lineage to this job."""
+    from mlhub.hpo.driver import run_search
+
+    search = run_search(ctx, spec)
+    print(f"training the best params once more to register the model: {search.best_params}", flush=True)
+    result = run_training(ctx, search.best_spec)
+    ctx.progress({**search.progress, "phase": "registered best"}, force=True)
+    return {**result, "kind": "hpo", "metric": spec.metric, "mode": spec.mode, "best_trial_id": search.best_trial_id,
+            "best_params": search.best_params, "best_metric": search.best_metric, "trials": search.trials,
+            "trial_states": search.states, "resumed": search.resumed, "trials_carried_over": search.carried_over}
 
 
 def _dataset_label(ds) -> str:

@@ -55,7 +55,11 @@ def job_row(principal: Principal, spec: Any, queue_resources: dict[str, dict[str
 
 def validate_for_submit(spec: Any) -> None:
     """Checks beyond the spec's own shape that need library knowledge (estimators, hyperparameters)."""
-    trainer = spec.trainer if isinstance(spec, HpoSpec) else spec
+    if isinstance(spec, HpoSpec):  # its trainer too, with the search space merged in: every problem at once
+        from mlhub.hpo.validation import validate_hpo_spec
+
+        return validate_hpo_spec(spec)
+    trainer = spec
     if isinstance(trainer, TrainingSpec):
         from mlhub.training.adapters import validate_training_spec
 

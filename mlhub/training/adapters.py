@@ -65,7 +65,15 @@ class Adapter(Protocol):
         ...
 
     def train(self, spec: TrainingSpec, data: Any, report: Callable[[EpochReport], None]) -> TrainedModel:
-        """Train on ``data`` (a Dataset), reporting per-epoch metrics; raise ValidationError on bad input."""
+        """Train on ``data`` (a Dataset), reporting per-epoch metrics; raise ValidationError on bad input.
+
+        ``report`` may raise ``SystemExit`` (Ray Tune stopping a trial early): let it propagate."""
+        ...
+
+    def reported_metrics(self, spec: TrainingSpec) -> set[str]:
+        """The metric names that *every* ``EpochReport`` of ``train(spec, ...)`` carries, known without data
+        (an HPO metric must be one of them). Where the task is only known once the data is read, the union
+        over both tasks. Never raises: a spec that ``validate`` refuses may give any answer."""
         ...
 
 

@@ -76,6 +76,14 @@ class BaselineAdapter:
             problems.append("baseline runs on CPU only: use_gpu must be false")
         return problems
 
+    def reported_metrics(self, spec: TrainingSpec) -> set[str]:
+        """logistic: loss, val_accuracy, val_loss; linear: loss, val_rmse (every epoch)."""
+        if spec.model == "logistic":
+            return {"loss", "val_accuracy", "val_loss"}
+        if spec.model == "linear":
+            return {"loss", "val_rmse"}
+        return set()
+
     def train(self, spec: TrainingSpec, data: Dataset, report: Callable[[EpochReport], None]) -> TrainedModel:
         problems = self.validate(spec)
         if spec.model in MODELS and data.task != MODELS[spec.model]:

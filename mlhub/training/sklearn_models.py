@@ -136,6 +136,35 @@ class SklearnAdapter:
             problems.append("sklearn runs on CPU only: use_gpu must be false")
         return problems
 
+    def reported_metrics(self, spec: TrainingSpec) -> set[str]:
+        """``val_`` + the test-split metrics (classification: accuracy, f1_macro, and log_loss when the
+        estimator has ``predict_proba`` with these params; regression: rmse, mae, r2); ``sgd`` with
+        ``epochs > 1`` adds ``loss`` (regression, or classification with probabilities) and, for
+        classification, ``train_accuracy``."""
+        if spec.model not in ESTIMATORS:
+            return set()
+        task = task_of(spec)
+        out: set[str] = set()
+        for t in (task,) if task else ("classification", "regression"):
+            cls = ESTIMATORS[spec.model][_TASK_INDEX[t]]
+            if cls is None:
+                continue
+            proba = t == "classification" and self._has_proba(cls, spec.params)
+            names = {"rmse", "mae", "r2"} if t == "regression" else {"accuracy", "f1_macro"} | (
+                {"log_loss"} if proba else set())
+            out |= {f"val_{n}" for n in names}
+            if spec.model == "sgd" and spec.epochs > 1:
+                out |= {"loss"} if t == "regression" or proba else set()
+                out |= {"train_accuracy"} if t == "classification" else set()
+        return out
+
+    @staticmethod
+    def _has_proba(cls: type[BaseEstimator], params: dict[str, Any]) -> bool:
+        try:  # predict_proba can depend on params (SVC probability, SGD loss)
+            return hasattr(cls(**{k: v for k, v in params.items() if k != RESERVED}), "predict_proba")
+        except Exception:  # noqa: BLE001 - params validate() refuses: answer for the class
+            return hasattr(cls, "predict_proba")
+
     def train(self, spec: TrainingSpec, data: Dataset, report: Callable[[EpochReport], None]) -> TrainedModel:
         problems = self.validate(spec)
         cls = None

@@ -66,7 +66,7 @@ def test_submit_read_cancel_and_clean_from_the_cli(capsys, mlhub_home):
 
 def test_tune_is_accepted_and_queued_on_the_hpo_queue(capsys, mlhub_home, tmp_path):
     spec = tmp_path / "hpo.yaml"
-    spec.write_text("kind: hpo\nname: search\nmetric: accuracy\nmode: max\nnum_samples: 4\n"
+    spec.write_text("kind: hpo\nname: search\nmetric: val_accuracy\nmode: max\nnum_samples: 4\n"
                     "trainer: {name: t, framework: sklearn, model: random_forest,"
                     " dataset: {source: sklearn, name: iris}}\n"
                     "search_space: {n_estimators: {type: randint, low: 5, high: 50}}\n")
@@ -74,7 +74,7 @@ def test_tune_is_accepted_and_queued_on_the_hpo_queue(capsys, mlhub_home, tmp_pa
     assert rc == 0 and "queued on hpo" in out, err
     from actors.orchestrator import dispatch_policy
 
-    assert dispatch_policy(load_settings()).queues["hpo"].concurrency == 0  # held until Tune lands
+    assert dispatch_policy(load_settings()).queues["hpo"].concurrency == load_settings().max_concurrent_jobs
 
 
 @pytest.mark.parametrize(("args", "needle"), [

@@ -19,7 +19,7 @@ def test_queues_take_their_concurrency_from_settings(monkeypatch):
     monkeypatch.setenv("MLHUB_QUEUE_CONCURRENCY", '{"training": 1, "batch_prediction": 3}')
     queues = dispatch_policy(load_settings()).queues
     assert {q: p.concurrency for q, p in queues.items()} == {
-        "training": 1, "evaluation": 6, "batch_prediction": 3, "hpo": 0}
+        "training": 1, "evaluation": 6, "batch_prediction": 3, "hpo": 6}
 
 
 def test_a_spec_without_resources_gets_its_queues_shape():
