@@ -132,6 +132,12 @@ class Hub:
             raise ValidationError(f"expected a {kind} spec, got {parsed.kind}")
         return self.submit(parsed, **kw)
 
+    def trials(self, job_id: int) -> list:
+        """The trials of an HPO job (params, last metrics, epochs, status), updated while it runs."""
+        from mlhub.hpo.trials import list_trials
+
+        return list_trials(self.backends.db, self.principal.tenant_id, job_id)
+
     def job(self, job_id: int) -> JobHandle:
         self.jobs.get(self.principal, job_id)  # NotFoundError for another tenant's job
         return JobHandle(self, job_id)

@@ -167,9 +167,16 @@ def predict(
 
 
 def tune(spec_file: Path = typer.Argument(..., help="An HPO spec file (YAML/JSON)."),
-         priority: str | None = PRIORITY_OPT, json_: bool = JSON_OPT) -> None:
-    """Queue a hyperparameter search (accepted and queued; it runs once the Ray Tune integration lands)."""
-    _submit(_document(spec_file, "hpo", _common(None, priority, None, None, None, None)), False, json_)
+         priority: str | None = PRIORITY_OPT, wait: bool = typer.Option(
+             False, "--wait", help="Show the trials live until the search ends; exit non-zero unless it succeeded."),
+         json_: bool = JSON_OPT) -> None:
+    """Queue a hyperparameter search on Ray Tune (see `mlhub hpo trials|plot`)."""
+    doc = _document(spec_file, "hpo", _common(None, priority, None, None, None, None))
+    if wait:
+        from mlhub.cli.hpo import submit_and_follow
+
+        raise typer.Exit(submit_and_follow(doc, json_=json_))
+    _submit(doc, False, json_)
 
 
 def diagnose(

@@ -17,7 +17,8 @@ from mlhub.store.models import HpoTrial, Job, Metric, Run
 from mlhub.store.runs import MetricPoint
 from mlhub.store.types import utcnow
 
-__all__ = ["FINAL", "TrialInfo", "TrialUpdate", "list_trials", "trial_curves", "write_trials"]
+__all__ = ["FINAL", "SearchInfo", "TrialInfo", "TrialUpdate", "list_trials", "search_info", "trial_curves",
+           "write_trials"]
 
 #: trial states: pending, running, terminated (ran every epoch), stopped (stopped early by the scheduler),
 #: error (the trial raised)
@@ -112,3 +113,32 @@ def trial_curves(db: Database, tenant_id: str, job_id: int, metric: str) -> dict
         for trial_id, step, value in s.execute(q):
             out.setdefault(trial_id, []).append((int(step) + 1, float(value)))
         return out
+
+
+@dataclass(frozen=True)
+class SearchInfo:
+    """What the trial views need of an HPO job."""
+
+    job_id: int
+    name: str
+    state: str
+    metric: str
+    mode: str
+    log_params: tuple[str, ...]
+    progress: dict[str, Any] | None
+
+
+def search_info(db: Database, tenant_id: str, job_id: int) -> SearchInfo:
+    """The HPO job's metric, mode and state; NotFoundError if missing, ValidationError if not an HPO job."""
+    from mlhub.errors import NotFoundError, ValidationError
+
+    with db.tenant_scope(tenant_id, readonly=True) as s:
+        job = s.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.id == job_id))
+        if job is None:
+            raise NotFoundError(f"job {job_id} not found")
+        if job.kind != "hpo":
+            raise ValidationError(f"job {job_id} is a {job.kind} job, not an HPO search")
+        spec = job.spec or {}
+        logs = tuple(k for k, d in (spec.get("search_space") or {}).items() if d.get("type") == "loguniform")
+        return SearchInfo(job.id, job.name, job.state, spec.get("metric", ""), spec.get("mode", "max"), logs,
+                          job.progress)
