@@ -27,6 +27,7 @@ SKLEARN_DATASETS = ("iris", "digits", "wine", "breast_cancer", "diabetes")
 MAX_SPEC_BYTES = 1 << 20
 MAX_PARAMS = 64
 MAX_TAGS = 32
+ENTRYPOINT_RE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class _Strict(BaseModel):
@@ -201,8 +202,17 @@ class TrainingSpec(_JobBase):
     params: dict[str, Any] = Field(default_factory=dict)
     dataset: DatasetSpec
     epochs: int = Field(1, ge=1, le=100_000)
-    num_workers: int = Field(1, ge=1, le=1024)
+    num_workers: int = Field(1, ge=1, le=1024, description="torch/tensorflow: Ray Train workers")
     use_gpu: bool = False
+    resources_per_worker: Resources | None = Field(
+        None, description="torch/tensorflow: each Train worker's share (default 1 CPU, and 1 GPU with use_gpu)")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="torch: data-parallel (DDP) or sharded (FSDP)")
+    checkpoint_every: int = Field(1, ge=0, le=100_000,
+                                  description="torch/tensorflow: checkpoint every N epochs (0: only the last)")
+    max_worker_failures: int = Field(2, ge=0, le=100, description="torch/tensorflow: worker-group restarts "
+                                     "from the last checkpoint within one attempt")
+    entrypoint: str | None = Field(None, pattern=ENTRYPOINT_RE, description="custom training code: "
+                                   "'module:function' inside the job's working directory")
     register_as: Name | None = Field(None, description="registered model name (default: the job name)")
 
     @field_validator("params")
@@ -216,6 +226,38 @@ class TrainingSpec(_JobBase):
     @property
     def model_name(self) -> str:
         return self.register_as or self.name
+
+
+DISTRIBUTED_FRAMEWORKS = ("torch", "tensorflow")
+
+
+def worker_resources(spec: TrainingSpec) -> dict[str, Any]:
+    """One training process's resources: a Train worker's (torch/tensorflow) or the job's own."""
+    if spec.framework in DISTRIBUTED_FRAMEWORKS:
+        if spec.resources_per_worker is not None:
+            return spec.resources_per_worker.model_dump(exclude_none=True)
+        return {"num_cpus": 1.0, "num_gpus": 1.0 if spec.use_gpu else 0.0}
+    return spec.resources.model_dump(exclude_none=True)
+
+
+def _scaled(res: dict[str, Any], n: int) -> dict[str, Any]:
+    out = {k: float(res.get(k, 0.0)) * n for k in ("num_cpus", "num_gpus")}
+    if res.get("memory_mb"):
+        out["memory_mb"] = int(res["memory_mb"]) * n
+    if res.get("custom"):
+        out["custom"] = {k: float(v) * n for k, v in res["custom"].items()}
+    return out
+
+
+def job_demand(spec: Any) -> dict[str, Any] | None:
+    """What a job that fans out holds while it runs, for the orchestrator's admission; ``None`` when the job
+    is one process with ``spec.resources``. The row gets ``driver: true``: its own Ray task then takes 0 CPUs
+    and the Train workers or Tune trials it starts claim these resources."""
+    if isinstance(spec, TrainingSpec) and spec.framework in DISTRIBUTED_FRAMEWORKS:
+        return {**_scaled(worker_resources(spec), spec.num_workers), "driver": True}
+    if isinstance(spec, HpoSpec):
+        return {**_scaled(worker_resources(spec.trainer), spec.max_concurrent_trials), "driver": True}
+    return None
 
 
 MODEL_REF_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]{0,63})(?:@(?P<alias>[A-Za-z0-9_\-]{1,64})|/(?P<version>[1-9][0-9]{0,8}))?$")

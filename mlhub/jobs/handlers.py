@@ -12,6 +12,7 @@ from sqlalchemy import delete, select, update
 
 from mlhub.artifact_records import ArtifactService
 from mlhub.domain.specs import (
+    DISTRIBUTED_FRAMEWORKS,
     BatchPredictionSpec,
     DiagnosticSpec,
     EvaluationSpec,
@@ -26,7 +27,8 @@ from mlhub.store.models import BatchPrediction, Evaluation, Run
 from mlhub.store.runs import MetricPoint
 from mlhub.store.types import utcnow
 
-MEDIA_TYPES = {"skops": "application/x-skops", "npz": "application/x-npz"}
+MEDIA_TYPES = {"skops": "application/x-skops", "npz": "application/x-npz", "pt": "application/x-mlhub-torch",
+               "keras": "application/x-keras"}
 
 
 def _run_for_attempt(ctx: AttemptContext, name: str, params: dict[str, Any], dataset_fp: str | None) -> int:
@@ -66,7 +68,15 @@ def run_training(ctx: AttemptContext, spec: TrainingSpec) -> dict[str, Any]:
                       "eta_s": round(eta, 1)}, force=done == spec.epochs)
         print(f"epoch {done}/{spec.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
 
-    trained = adapter.train(spec, data, report)
+    if spec.framework in DISTRIBUTED_FRAMEWORKS:
+        # Ray Train workers record per-epoch progress and metrics themselves (rank 0)
+        from mlhub.training.distributed import train_on_ray
+        from mlhub.training.torch_adapter import trained_model
+
+        final = train_on_ray(ctx, spec, run_id)
+        trained = trained_model(final.payload, final.model_format, final.info, data, framework=spec.framework)
+    else:
+        trained = adapter.train(spec, data, report)
     artifact = ArtifactService(ctx.backends.db, ctx.backends.artifacts).upload(
         ctx.principal, io.BytesIO(trained.payload), media_type=MEDIA_TYPES.get(trained.model_format,
                                                                               "application/octet-stream"),

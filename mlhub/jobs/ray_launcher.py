@@ -34,15 +34,16 @@ class RayLauncher:
 
     def launch(self, job: ClaimedJob) -> ray.ObjectRef:
         res = job.resources or {}
-        options: dict[str, Any] = {
-            "num_cpus": float(res.get("num_cpus", 1.0)),
-            "num_gpus": float(res.get("num_gpus", 0.0)),
-            "name": f"mlhub-job-{job.id}-attempt-{job.attempt}",
-        }
-        if res.get("memory_mb"):
-            options["memory"] = int(res["memory_mb"]) * 1024 * 1024
-        if res.get("custom"):
-            options["resources"] = dict(res["custom"])
+        options: dict[str, Any] = {"name": f"mlhub-job-{job.id}-attempt-{job.attempt}"}
+        if res.get("driver"):
+            # the job's Train workers or Tune trials claim its resources; the driver task itself takes none
+            options.update(num_cpus=0, num_gpus=0)
+        else:
+            options.update(num_cpus=float(res.get("num_cpus", 1.0)), num_gpus=float(res.get("num_gpus", 0.0)))
+            if res.get("memory_mb"):
+                options["memory"] = int(res["memory_mb"]) * 1024 * 1024
+            if res.get("custom"):
+                options["resources"] = dict(res["custom"])
         doc = asdict(job)
         doc["created_at"] = job.created_at.isoformat()
         return run_attempt.options(**options).remote(self._settings_ref, doc)

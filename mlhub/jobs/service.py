@@ -16,7 +16,7 @@ from sqlalchemy import delete, exists, func, select, update
 from mlhub.audit import AuditLog, Principal
 from mlhub.domain.enums import JobState
 from mlhub.domain.schedule import next_occurrence
-from mlhub.domain.specs import HpoSpec, TrainingSpec, spec_to_document
+from mlhub.domain.specs import HpoSpec, TrainingSpec, job_demand, spec_to_document
 from mlhub.errors import ConflictError, NotFoundError, QuotaExceeded, ValidationError
 from mlhub.jobs import store
 from mlhub.jobs.store import JobInfo
@@ -44,10 +44,11 @@ def job_row(principal: Principal, spec: Any, queue_resources: dict[str, dict[str
     shape = (queue_resources or {}).get(spec.queue.value)
     if shape and "resources" not in spec.model_fields_set:
         doc["resources"] = {**doc.get("resources", {}), **shape}
+    resources = job_demand(spec) or doc.get("resources", {})
     return {
         "tenant_id": principal.tenant_id, "queue": spec.queue.value, "kind": spec.kind, "name": spec.name,
         "priority": spec.priority_value, "state": JobState.QUEUED.value, "attempt": 0,
-        "max_attempts": spec.retry.max_attempts, "spec": doc, "resources": doc.get("resources", {}),
+        "max_attempts": spec.retry.max_attempts, "spec": doc, "resources": resources,
         "submitted_by": principal.actor, "cancel_requested": False,
         "created_at": utcnow(), "updated_at": utcnow(),
     }

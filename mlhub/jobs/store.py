@@ -51,12 +51,13 @@ class JobInfo:
     progress: dict[str, Any] | None
     submitted_by: str
     cancel_requested: bool
+    resources: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, r: Job) -> JobInfo:
         return cls(r.id, r.tenant_id, r.queue, r.kind, r.name, r.priority, r.state, r.attempt, r.max_attempts,
                    r.created_at, r.started_at, r.finished_at, r.not_before, r.error, r.result, r.progress,
-                   r.submitted_by, r.cancel_requested)
+                   r.submitted_by, r.cancel_requested, r.resources)
 
 
 @dataclass(frozen=True)

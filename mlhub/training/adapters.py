@@ -29,7 +29,7 @@ __all__ = [
     "validate_training_spec",
 ]
 
-PLANNED_FRAMEWORKS = ("torch", "tensorflow")
+PLANNED_FRAMEWORKS: tuple[str, ...] = ()
 
 
 @dataclass
@@ -80,8 +80,11 @@ class Adapter(Protocol):
 def _adapters() -> dict[str, Callable[[], Adapter]]:
     from mlhub.training.baseline import BaselineAdapter
     from mlhub.training.sklearn_models import SklearnAdapter
+    from mlhub.training.tf_adapter import TensorflowAdapter
+    from mlhub.training.torch_adapter import TorchAdapter
 
-    return {"baseline": BaselineAdapter, "sklearn": SklearnAdapter}
+    return {"baseline": BaselineAdapter, "sklearn": SklearnAdapter, "tensorflow": TensorflowAdapter,
+            "torch": TorchAdapter}
 
 
 def available_frameworks() -> list[str]:

@@ -22,7 +22,7 @@ from mlhub.errors import ModelLoadError
 
 __all__ = ["SUPPORTED_FORMATS", "LoadedModel", "allowed_skops_types", "load_model", "skops_type_names"]
 
-SUPPORTED_FORMATS = {("baseline", "npz"), ("sklearn", "skops")}
+SUPPORTED_FORMATS = {("baseline", "npz"), ("sklearn", "skops"), ("torch", "pt"), ("tensorflow", "keras")}
 _REFUSED_FORMATS = {"pickle", "pkl", "joblib", "cloudpickle", "dill"}
 _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_SCHEMA_BYTES = 64 << 20
@@ -67,8 +67,12 @@ def load_model(framework: str, model_format: str, payload: bytes) -> LoadedModel
     fmt = (model_format or "").lower()
     if fmt in _REFUSED_FORMATS:
         raise ModelLoadError(f"model format {model_format!r} is refused: pickle-based formats are never loaded")
-    if framework in ("torch", "tensorflow"):
-        raise ModelLoadError(f"loading {framework} models is not available yet")
+    if (framework, fmt) == ("torch", "pt"):
+        from mlhub.training.torch_adapter import load_torch_model
+
+        return load_torch_model(payload)
+    if (framework, fmt) == ("tensorflow", "keras"):
+        return _load_keras(payload)
     if (framework, fmt) not in SUPPORTED_FORMATS:
         raise ModelLoadError(f"unsupported model format {framework}/{model_format} (supported: "
                              f"{', '.join(f'{a}/{b}' for a, b in sorted(SUPPORTED_FORMATS))})")
@@ -204,3 +208,132 @@ def _load_skops(payload: bytes) -> LoadedModel:
                        n_features=None if n_features is None else int(n_features),
                        predict=obj.predict,
                        predict_proba=obj.predict_proba if hasattr(obj, "predict_proba") else None)
+
+
+# --- keras ---------------------------------------------------------------------------------------------
+
+_KERAS_MEMBERS = ("config.json", "metadata.json", "model.weights.h5")
+_KERAS_INITIALIZERS = frozenset({"GlorotUniform", "Zeros", "Ones"})
+_KERAS_MODELS = {("tf_keras.src.engine.functional", "Functional")}
+
+
+def keras_class_names(config: Any) -> set[tuple[str | None, str, str | None]]:
+    """Every (module, class_name, registered_name) a Keras config names anywhere (read as JSON)."""
+    out: set[tuple[str | None, str, str | None]] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "class_name" in node:
+                out.add((node.get("module"), str(node["class_name"]), node.get("registered_name")))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(config)
+    return out
+
+
+def _keras_allowed(module: str | None, cls: str, registered: str | None) -> bool:
+    from mlhub.training.tf_models import KERAS_LAYERS
+
+    if registered not in (None, cls):
+        return False
+    if module == "keras.layers":
+        return cls in KERAS_LAYERS
+    if module == "keras.initializers":
+        return cls in _KERAS_INITIALIZERS
+    return (module, cls) in _KERAS_MODELS
+
+
+def _read_keras_archive(payload: bytes) -> tuple[dict[str, bytes], dict, dict]:
+    """The three members of a ``.keras`` archive, its config and mlhub's metadata; ModelLoadError if bad."""
+    if not payload.startswith(_ZIP_MAGIC):
+        raise ModelLoadError("not a .keras archive (expected a zip file)")
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as z:
+            names = set(z.namelist())
+            missing = [m for m in _KERAS_MEMBERS if m not in names]
+            if missing:
+                raise ModelLoadError(f".keras archive lacks {', '.join(missing)}")
+            for m in ("config.json", "metadata.json"):
+                if z.getinfo(m).file_size > _MAX_SCHEMA_BYTES:
+                    raise ModelLoadError(f".keras {m} is too large")
+            members = {m: z.read(m) for m in _KERAS_MEMBERS}
+        config = json.loads(members["config.json"])
+        metadata = json.loads(members["metadata.json"])
+    except ModelLoadError:
+        raise
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+        raise ModelLoadError(f"corrupt .keras archive: {type(exc).__name__}: {exc}") from None
+    meta = metadata.get("mlhub") if isinstance(metadata, dict) else None
+    if not isinstance(meta, dict) or meta.get("task") not in ("classification", "regression"):
+        raise ModelLoadError(".keras archive has no mlhub metadata (task, classes, n_features)")
+    classes = meta.get("classes")
+    n_features = meta.get("n_features")
+    if meta["task"] == "classification" and (
+            not isinstance(classes, list) or len(classes) < 2
+            or not all(isinstance(c, str | int | float) and not isinstance(c, bool) for c in classes)):
+        raise ModelLoadError("mlhub metadata: a classifier needs a list of at least 2 class labels")
+    if isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 1:
+        raise ModelLoadError("mlhub metadata: n_features must be a positive int")
+    if not isinstance(config, dict) or (config.get("module"), config.get("class_name")) not in _KERAS_MODELS:
+        raise ModelLoadError("a .keras model must be a functional Keras model")
+    outside = sorted(f"{m}.{c}" for m, c, r in keras_class_names(config) if not _keras_allowed(m, c, r))
+    if outside:
+        raise ModelLoadError(f".keras model names classes outside the allow-list: {', '.join(outside[:20])}",
+                             details={"untrusted_types": outside})
+    return members, config, meta
+
+
+def _load_keras(payload: bytes) -> LoadedModel:
+    """A tf-keras ``.keras`` archive: members and class names checked first (only the layers mlhub's builders
+    use), then ``load_model(..., safe_mode=True, compile=False)`` on a copy holding just those members."""
+    import os
+    import tempfile
+
+    members, _, meta = _read_keras_archive(payload)
+    try:
+        from mlhub.training.tf_models import import_keras
+
+        keras = import_keras()
+    except ImportError as exc:
+        raise ModelLoadError(f"cannot load a tensorflow model here: {exc}") from None
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlhub-keras-") as tmp:
+            path = os.path.join(tmp, "model.keras")
+            with zipfile.ZipFile(path, "w") as z:
+                for name, body in members.items():
+                    z.writestr(name, body)
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for bad archives
+        raise ModelLoadError(f"cannot load .keras model: {type(exc).__name__}: {str(exc)[:400]}") from None
+    task, classes, n_features = meta["task"], meta.get("classes"), int(meta["n_features"])
+    out_units = len(classes) if task == "classification" else 1
+    try:
+        in_shape, out_shape = tuple(model.input_shape), tuple(model.output_shape)
+    except (AttributeError, TypeError):
+        raise ModelLoadError("the .keras model has no single input and output") from None
+    if in_shape != (None, n_features) or out_shape != (None, out_units):
+        raise ModelLoadError(f"the .keras model maps {in_shape} to {out_shape}, but its metadata says "
+                             f"{n_features} features and {out_units} outputs")
+    from mlhub.errors import ValidationError
+    from mlhub.training.tf_adapter import keras_outputs, softmax
+
+    labels = np.asarray(classes) if task == "classification" else None
+
+    def outputs(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != n_features:
+            raise ValidationError(f"expected rows of {n_features} features, got shape {x.shape}")
+        return keras_outputs(model, x)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        out = outputs(x)
+        return labels[out.argmax(axis=1)] if labels is not None else out[:, 0]
+
+    return LoadedModel(framework="tensorflow", model_format="keras", task=task,
+                       classes=list(classes) if labels is not None else None, n_features=n_features,
+                       predict=predict,
+                       predict_proba=(lambda x: softmax(outputs(x))) if labels is not None else None)
