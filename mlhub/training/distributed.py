@@ -199,8 +199,11 @@ class RayTrainSession(TrainSession):
             return model
         import ray.train.torch
 
-        strategy = self.spec.strategy if self.world_size > 1 else None
-        return ray.train.torch.prepare_model(model, parallel_strategy=strategy)
+        if self.spec.strategy == "fsdp" and self.world_size > 1:
+            from mlhub.training.torch_adapter import shard_model
+
+            return shard_model(model.to(self.device))
+        return ray.train.torch.prepare_model(model, parallel_strategy="ddp" if self.world_size > 1 else None)
 
     @property
     def device(self) -> str:
@@ -313,7 +316,8 @@ def train_on_ray(ctx, spec: TrainingSpec, run_id: int, *, working_dir: str | Non
     )
     scaling = ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu, resources_per_worker=per_worker)
     trainer_cls = _trainer_class(spec.framework)
-    print(f"Ray Train: {trainer_cls.__name__}, {spec.num_workers} worker(s) of {per_worker}, "
+    strategy = f", strategy {spec.strategy}" if spec.framework == "torch" else ""
+    print(f"Ray Train: {trainer_cls.__name__}, {spec.num_workers} worker(s) of {per_worker}{strategy}, "
           f"checkpoints in {ctx.settings.ray_storage_path}/{name}", flush=True)
     trainer = trainer_cls(ray_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config)
     try:

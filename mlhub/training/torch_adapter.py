@@ -187,15 +187,15 @@ def torch_loop(session) -> None:
                         lr=float(train_p.get("lr", 1e-3)), weight_decay=float(train_p.get("weight_decay", 0.0)),
                         momentum=float(train_p.get("momentum", 0.9)), device=session.device,
                         mixed_precision=train_p.get("mixed_precision"), seed=seed + session.rank)
+    fsdp = spec.strategy == "fsdp" and session.world_size > 1
     start = 0
     if session.resume:
-        runner.load_state_dict(session.resume["files"]["state.pt"])
+        _load_state(runner, session.resume["files"]["state.pt"], fsdp)
         start = session.resume["epoch"]
     xs, ys = session.shard(x_train, y_train)
     shard = runner.prepare(xs, ys)
     test = runner.prepare(x_test, y_test)
     batch_size = int(train_p.get("batch_size", 64))
-    fsdp = spec.strategy == "fsdp" and session.world_size > 1
     for epoch in range(start, spec.epochs):
         stats = runner.train_epoch(shard, batch_size=batch_size)
         val = runner.evaluate(test)
@@ -203,11 +203,14 @@ def torch_loop(session) -> None:
         metrics.update({f"val_{k}": v for k, v in val.items() if k in ("accuracy", "rmse", "mae")})
         last = epoch == spec.epochs - 1
         state = None
-        if session.should_checkpoint(epoch) and (session.rank == 0 or fsdp):
-            state = {"state.pt": runner.save()}  # FSDP gathers the full state: every rank takes part
+        full = None
+        if (session.should_checkpoint(epoch) or last) and (session.rank == 0 or fsdp):
+            full = _full_state(runner, fsdp)  # FSDP gathers the shards: every rank takes part
+            state = {"state.pt": _dump(full)}
         final = None
-        if last:
-            final = _final(runner, spec, data, x_test, model_p, mean, std, classes, n_out, x_train.shape[1])
+        if last:  # the final forward pass is collective under FSDP: every rank runs it
+            final = _final(runner, spec, data, x_test, model_p, mean, std, classes, n_out, x_train.shape[1],
+                           full["model"] if full else None)
         session.report(epoch, metrics, state=state if session.rank == 0 else None,
                        final_model=final if session.rank == 0 else None, samples=len(shard))
 
@@ -225,7 +228,61 @@ def _mean_across_workers(value: float, world_size: int) -> float:
     return float(t.item()) / world_size
 
 
-def _final(runner, spec, data, x_test, model_p, mean, std, classes, n_out, n_in):
+def _full_state(runner, fsdp: bool) -> dict[str, Any]:
+    """Model and optimizer state, whole: FSDP's shards gathered to rank 0 (other ranks get empty dicts)."""
+    if not fsdp:
+        return runner.state_dict()
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return {"model": get_model_state_dict(runner.model, options=opts),
+            "optimizer": get_optimizer_state_dict(runner.model, runner.optimizer, options=opts),
+            "epochs_done": runner.epochs_done, "steps_done": runner.steps_done}
+
+
+def _dump(state: dict[str, Any]) -> bytes:
+    from mlhub.training.torch_step import dump_state
+
+    return dump_state(state)
+
+
+def _load_state(runner, payload: bytes, fsdp: bool) -> None:
+    if not fsdp:
+        runner.load_state_dict(payload)
+        return
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    from mlhub.training.torch_step import load_state
+
+    state = load_state(payload)
+    opts = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(runner.model, state["model"], options=opts)
+    if state.get("optimizer"):
+        set_optimizer_state_dict(runner.model, runner.optimizer, state["optimizer"], options=opts)
+    runner.epochs_done, runner.steps_done = int(state["epochs_done"]), int(state["steps_done"])
+
+
+def shard_model(model):
+    """FSDP2 (``fully_shard``): every submodule that holds parameters, then the root. Works on CPU (gloo)
+    as well as GPUs, unlike FSDP1, which needs an accelerator."""
+    from torch.distributed.fsdp import fully_shard
+
+    for module in list(model.modules())[1:]:
+        if any(True for _ in module.parameters(recurse=False)):
+            fully_shard(module)
+    fully_shard(model)
+    return model
+
+
+def _final(runner, spec, data, x_test, model_p, mean, std, classes, n_out, n_in, state=None):
     import torch
 
     from mlhub.training.torch_step import dump_state
@@ -237,7 +294,8 @@ def _final(runner, spec, data, x_test, model_p, mean, std, classes, n_out, n_in)
         metrics = split_metrics("classification", data.y_test, pred, proba, classes)
     else:
         metrics = split_metrics("regression", data.y_test, out[:, 0])
-    state = runner.state_dict()["model"]
+    if state is None:
+        state = runner.state_dict()["model"]
     payload = dump_state({"format": FORMAT, "model": spec.model, "model_params": model_p, "in_features": n_in,
                           "out_features": n_out, "task": data.task,
                           "classes": [c.item() if hasattr(c, "item") else c for c in classes],

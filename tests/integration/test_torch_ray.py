@@ -98,3 +98,17 @@ def test_ddp_job_resumes_from_its_checkpoint_after_a_worker_dies(hub):
                        "dataset": {"source": "synthetic", "task": "classification", "n_samples": 8000,
                                    "n_features": 20, "n_classes": 3, "seed": 1}})
     assert ev.wait(timeout=120).result["metrics"]["accuracy"] == pytest.approx(info.result["metrics"]["accuracy"])
+
+
+def test_fsdp_job_shards_the_model_across_two_cpu_workers(hub):
+    """FSDP2 (fully_shard) on gloo: PyTorch's FSDP1 needs an accelerator, FSDP2 runs on CPU too."""
+    job = hub.train({
+        "name": "torch-fsdp", "framework": "torch", "model": "tabular", "num_workers": 2, "strategy": "fsdp",
+        "params": {"width": 64, "depth": 2, "lr": 0.003}, "epochs": 3, "checkpoint_every": 1,
+        "dataset": {"source": "sklearn", "name": "breast_cancer"},
+    })
+    info = job.wait(timeout=300)
+    assert info.state == "succeeded" and info.result["metrics"]["accuracy"] > 0.8
+    assert "TorchTrainer, 2 worker(s)" in job.logs() and "strategy fsdp" in job.logs()
+    _, model = hub.load_model("torch-fsdp")  # the gathered full state loads into a plain model
+    assert model.predict(np.zeros((2, 30))).shape == (2,)
