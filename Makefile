@@ -1,6 +1,6 @@
 # Two commands are all the set-up a fresh machine needs:
 #   make demo   creates .venv, installs mlhub, runs the tour on the embedded defaults
-#   make test   creates .venv, installs mlhub with its dev extra, runs the test suite
+#   make test   creates .venv, installs mlhub with its dev and tensorflow extras, runs the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -16,7 +16,7 @@ export MLHUB_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,tensorflow]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)

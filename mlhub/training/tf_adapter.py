@@ -60,6 +60,7 @@ __all__ = [
     "keras_payload",
     "prepare",
     "softmax",
+    "tf_loop",
     "train_param_problems",
     "train_params",
 ]
@@ -68,7 +69,8 @@ KERAS_FORMAT = "keras"
 OPTIMIZERS = ("adam", "adamw", "sgd")
 TRAIN_PARAMS = {"lr": "float > 0 (default 0.001)", "batch_size": "int in [1, 1048576] (default 64)",
                 "optimizer": f"one of {', '.join(OPTIMIZERS)} (default adam)",
-                "weight_decay": "float >= 0 (default 0.0)", "momentum": "float in [0, 1) for sgd (default 0.9)"}
+                "weight_decay": "float >= 0 (default 0.0)", "momentum": "float in [0, 1) for sgd (default 0.9)",
+                "seed": "int >= 0, weight initialisation and shuffling (default: the dataset's seed)"}
 _TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "batch_size": 64, "optimizer": "adam", "weight_decay": 0.0,
                                    "momentum": 0.9}
 TF_ENV_VARS = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -105,6 +107,10 @@ def train_param_problems(params: dict[str, Any]) -> list[str]:
         b = params["batch_size"]
         if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= _MAX_BATCH:
             out.append(f"param 'batch_size' must be an int in [1, {_MAX_BATCH}] (got {b!r})")
+    if "seed" in params:
+        v = params["seed"]
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 2**31 - 1:
+            out.append(f"param 'seed' must be an int in [0, {2**31 - 1}] (got {v!r})")
     if "optimizer" in params and params["optimizer"] not in OPTIMIZERS:
         out.append(f"param 'optimizer' must be one of {', '.join(OPTIMIZERS)} (got {params['optimizer']!r})")
     return out
@@ -335,16 +341,130 @@ class TensorflowAdapter:
         return problems
 
     def train(self, spec: TrainingSpec, data: Dataset, report: Callable[[EpochReport], None]) -> TrainedModel:
-        problems = self._problems_with_data(spec, data)
-        if problems:
-            raise ValidationError("invalid training spec: " + "; ".join(problems), details={"errors": problems})
-        tf = import_tf()
-        tf.random.set_seed(spec.dataset.seed)
-        prepared = prepare(data)
+        """In one process (no Ray): :func:`tf_loop` with a local session, as on a Ray Train worker."""
+        from mlhub.training.distributed import LocalSession
+
+        session = LocalSession(spec, [], report, data=data)
+        tf_loop(session)
+        assert session.final is not None
+        info = session.final.info
+        return TrainedModel(framework=self.framework, model_format=session.final.model_format,
+                            payload=session.final.payload, metrics=info["metrics"], params=info["params"],
+                            input_schema=input_schema(data.feature_names, data.x_train),
+                            reference_stats=reference_stats(data.feature_names, data.x_train),
+                            task=data.task, classes=data.classes)
+
+
+# --- the loop (one process, or every Ray Train worker under MultiWorkerMirroredStrategy) ---------------
+
+
+def _val_metrics(model: Any, prepared: Prepared) -> dict[str, float]:
+    """Loss and metric on the test split, computed here in numpy (the same on every worker, no collective)."""
+    out = keras_outputs(model, prepared.x_val)
+    if prepared.task == "classification":
+        z = out - out.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        idx = prepared.y_val.astype(np.int64)
+        return {"val_loss": float(-log_p[np.arange(len(idx)), idx].mean()),
+                "val_accuracy": float(np.mean(out.argmax(axis=1) == idx))}
+    mse = float(np.mean((out[:, 0] - prepared.y_val[:, 0].astype(np.float64)) ** 2))
+    return {"val_loss": mse, "val_rmse": math.sqrt(mse)}
+
+
+def _npz(arrays: list[np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, *[np.asarray(a) for a in arrays])
+    return buf.getvalue()
+
+
+def _from_npz(payload: bytes) -> list[np.ndarray]:
+    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+        return [z[f"arr_{i}"] for i in range(len(z.files))]
+
+
+def _state(model: Any) -> dict[str, bytes]:
+    """Checkpoint files: the model's weights and the optimizer's variables (step count, moments) as npz."""
+    return {"weights.npz": _npz(model.get_weights()),
+            "optimizer.npz": _npz([v.numpy() for v in model.optimizer.variables])}
+
+
+def _restore(model: Any, files: dict[str, bytes], strategy: Any) -> None:
+    try:
+        weights = _from_npz(files["weights.npz"])
+        opt_vars = _from_npz(files["optimizer.npz"])
+        model.set_weights(weights)
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+        model.optimizer.set_weights(opt_vars)
+    except (KeyError, ValueError, OSError) as exc:
+        raise ValidationError(f"cannot resume from the checkpoint: {exc}") from None
+
+
+def _strategy(tf: Any, world_size: int) -> Any:
+    """MultiWorkerMirroredStrategy across Ray Train's workers (TF_CONFIG is Ray's), else the default one."""
+    if world_size > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def tf_loop(session: Any) -> None:
+    """mlhub's built-in TensorFlow training loop for any :class:`~mlhub.training.distributed.TrainSession`.
+
+    Each worker trains on its shard (``session.shard``) with batches of ``batch_size`` rows; gradients are
+    all-reduced by MultiWorkerMirroredStrategy when ``world_size > 1``. After every epoch it reports ``loss``
+    (Keras', across workers), the test split's ``val_*`` metrics, ``seconds`` and ``samples_per_s``; rank 0
+    passes the checkpoint state (weights and optimizer variables as npz) and, after the last epoch, the
+    ``.keras`` model. A resumed session restores both and continues at the next epoch."""
+    spec: TrainingSpec = session.spec
+    adapter = TensorflowAdapter()
+    data = session.dataset()
+    problems = adapter._problems_with_data(spec, data)
+    if problems:
+        raise ValidationError("invalid training spec: " + "; ".join(problems), details={"errors": problems})
+    tf = import_tf()
+    strategy = _strategy(tf, session.world_size)  # before any other TensorFlow op (MWMS requires it)
+    tp = train_params(spec.params)
+    seed = int(spec.params.get("seed", spec.dataset.seed))
+    tf.random.set_seed(seed)  # identical initial weights on every worker
+    prepared = prepare(data)
+    with strategy.scope():
         model = compile_model(prepared.build(spec.model, spec.params), data.task, spec.params)
-        tp = train_params(spec.params)
-        callback = epoch_callback(lambda epoch, m: report(EpochReport(epoch, m)), len(prepared.x_train))
-        model.fit(prepared.x_train, prepared.y_train, batch_size=int(tp["batch_size"]), epochs=spec.epochs,
-                  validation_data=(prepared.x_val, prepared.y_val), callbacks=[callback], verbose=0)
-        params = {**effective_params(spec.model, _model_params(spec.params)), **tp, "epochs": spec.epochs}
-        return finish(spec.model, model, data, prepared, params)
+    start = 0
+    if session.resume:
+        _restore(model, session.resume["files"], strategy)
+        start = int(session.resume["epoch"])
+    x, y = session.shard(prepared.x_train, prepared.y_train)
+    batch_size = int(tp["batch_size"])
+    steps = max(1, math.ceil(len(x) / batch_size))
+
+    def dataset_fn(_context: Any) -> Any:  # this worker's shard, batches of batch_size, reshuffled per epoch
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed + session.rank,
+                                                                reshuffle_each_iteration=True)
+        return ds.batch(batch_size).repeat()
+
+    train_ds = strategy.distribute_datasets_from_function(dataset_fn)
+    params = {**effective_params(spec.model, _model_params(spec.params)), **tp, "seed": seed,
+              "epochs": spec.epochs, "num_workers": spec.num_workers}
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        metrics.update(_val_metrics(model, prepared))
+        last = epoch == spec.epochs - 1
+        chief = session.rank == 0
+        state = _state(model) if chief and (last or session.should_checkpoint(epoch)) else None
+        final = None
+        if chief and last:
+            trained = finish(spec.model, _plain_copy(model, prepared, spec), data, prepared, params)
+            final = (trained.payload, trained.model_format, {"metrics": trained.metrics, "params": params})
+        session.report(epoch, metrics, state=state, final_model=final, samples=len(x))
+
+    if start >= spec.epochs:
+        return
+    model.fit(train_ds, epochs=spec.epochs, initial_epoch=start, steps_per_epoch=steps, verbose=0,
+              callbacks=[epoch_callback(on_epoch, len(x))])
+
+
+def _plain_copy(model: Any, prepared: Prepared, spec: TrainingSpec) -> Any:
+    """The trained model rebuilt outside any distribution strategy (plain variables), for saving."""
+    copy = prepared.build(spec.model, spec.params)
+    copy.set_weights(model.get_weights())
+    return copy
