@@ -21,11 +21,13 @@ from typing import Any
 from mlhub.errors import ValidationError
 
 STATE_FILE = "mlhub_trial.json"
+PG_KEY = "mlhub_placement_group"
 
 
 def run_trial(config: dict[str, Any], *, trainer_doc: dict[str, Any], data: Any, metric: str,
               checkpoints: bool = False) -> None:
     """Train ``trainer_doc`` with ``config`` merged in (see :func:`mlhub.hpo.space.apply_config`)."""
+    import ray
     from ray import tune
 
     from mlhub.domain.specs import TrainingSpec
@@ -35,6 +37,8 @@ def run_trial(config: dict[str, Any], *, trainer_doc: dict[str, Any], data: Any,
     spec = apply_config(TrainingSpec.model_validate(trainer_doc), config)
     adapter = get_adapter(spec.framework)
     resume_from = 0
+    pg = ray.util.get_current_placement_group()
+    pg_id = pg.id.hex() if pg is not None else None  # reported so the driver can release it if it is killed
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -49,6 +53,7 @@ def run_trial(config: dict[str, Any], *, trainer_doc: dict[str, Any], data: Any,
                                   f"{metric!r}")
         if not math.isfinite(metrics[metric]):
             raise ValidationError(f"metric {metric!r} is {metrics[metric]} at epoch {epoch_report.epoch}")
+        metrics[PG_KEY] = pg_id
         if not checkpoints:
             tune.report(metrics)
             return

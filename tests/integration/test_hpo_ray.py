@@ -1,0 +1,127 @@
+"""HPO jobs on the shared Ray cluster (2 CPUs) and PostgreSQL: ASHA end to end with the best model registered,
+cancellation that kills the trials, and a killed driver resumed from the Tune experiment state."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import ray
+from sqlalchemy import select
+
+from mlhub.errors import JobFailed
+from mlhub.store.models import ModelVersion, RegisteredModel, Run, RunParam
+from tests.integration.conftest import pid_of
+
+pytestmark = [pytest.mark.ray, pytest.mark.postgres]
+
+
+def search(name: str, *, epochs: int, n_samples: int = 400, n_features: int = 10, **kw) -> dict:
+    return {"name": name, "metric": "val_loss", "mode": "min", "max_concurrent_trials": 2,
+            "trainer": {"name": f"{name}-model", "framework": "baseline", "model": "logistic", "epochs": epochs,
+                        "dataset": {"source": "synthetic", "task": "classification", "n_samples": n_samples,
+                                    "n_features": n_features}},
+            "search_space": {"lr": {"type": "loguniform", "low": 1e-3, "high": 1.0},
+                             "l2": {"type": "choice", "values": [0.0, 0.01]}}, **kw}
+
+
+def final_trials(hub, job_id: int):
+    return [t for t in hub.trials(job_id) if t.status in ("terminated", "stopped", "error")]
+
+
+def wait_for(what, predicate, timeout: float = 60.0, poll: float = 0.2, hub=None, job=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_asha_search_records_trials_and_registers_the_best_with_lineage(hub):
+    job = hub.tune(search("asha", epochs=15, num_samples=8, scheduler="asha"))
+    info = job.wait(timeout=120)
+    result = info.result
+    trials = hub.trials(job.id)
+    assert len(trials) == 8 and {t.status for t in trials} <= {"terminated", "stopped"}
+    assert any(t.status == "stopped" and t.iterations < 15 for t in trials)  # ASHA stopped some early
+    assert all(t.run_id is not None and t.iterations >= 1 and "val_loss" in t.metrics for t in trials)
+    best = min(trials, key=lambda t: t.metrics["val_loss"])
+    assert (result["best_trial_id"], result["best_params"]) == (best.trial_id, best.params)
+    assert result["best_metric"] == pytest.approx(best.metrics["val_loss"])
+    assert result["trials"] == 8 and sum(result["trial_states"].values()) == 8
+    assert info.progress["done"] == 8 and info.progress["best"]["trial_id"] == best.trial_id
+    with hub.backends.db.tenant_scope(hub.principal.tenant_id, readonly=True) as s:
+        versions = s.execute(select(ModelVersion.version, ModelVersion.job_id, ModelVersion.run_id)
+                             .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+                             .where(RegisteredModel.name == "asha-model")).all()
+        retrain = s.get(Run, result["run_id"])
+        params = dict(s.execute(select(RunParam.key, RunParam.value).where(RunParam.run_id == retrain.id)).all())
+    assert [tuple(v) for v in versions] == [(1, job.id, result["run_id"])] and info.result["model_version"] == 1
+    assert retrain.job_id == job.id and retrain.status == "finished"
+    assert float(params["lr"]) == pytest.approx(best.params["lr"])  # the best params, trained once more
+    version, model = hub.load_model("asha-model")
+    assert version.metrics["log_loss"] == pytest.approx(result["metrics"]["log_loss"])
+
+
+def _trial_actor_pids() -> set[int]:
+    return {a["Pid"] for a in ray._private.state.actors().values()
+            if a.get("ActorClassName", "").startswith(("ImplicitFunc", "wrap_function")) and a.get("State") == "ALIVE"}
+
+
+def test_cancelling_a_search_kills_its_trial_actors(hub):
+    job = hub.tune(search("cancelled", epochs=100_000, num_samples=4))
+    wait_for("two running trials", lambda: sum(t.status == "running" and t.iterations > 0
+                                               for t in hub.trials(job.id)) >= 2)
+    pids = _trial_actor_pids()
+    driver = pid_of(hub, job.id)
+    assert len(pids) >= 2, ray._private.state.actors()
+    job.cancel()
+    with pytest.raises(JobFailed, match="cancelled"):
+        job.wait(timeout=30)
+
+    def all_dead() -> bool:
+        alive = []
+        for pid in [*pids, driver]:
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        return not alive and not (_trial_actor_pids() & pids)
+
+    wait_for(f"trial processes {sorted(pids)} to exit", all_dead, timeout=30)
+    # the trials' placement groups outlive the killed driver (they belong to the orchestrator's job) until
+    # released: the cancelling side must call this (a resumed attempt does it itself)
+    from mlhub.hpo.driver import release_placement_groups
+
+    assert release_placement_groups(hub.settings.ray_storage_path, hub.principal.tenant_id, job.id) >= 1
+    wait_for("the trials' CPUs to be free again", lambda: ray.available_resources().get("CPU", 0) >= 2)
+
+
+def test_a_killed_search_resumes_from_the_tune_experiment_state(hub):
+    job = hub.tune(search("resumed", epochs=150, n_samples=20_000, n_features=40, num_samples=6,
+                          retry={"max_attempts": 2, "backoff_s": 0}))
+    first = wait_for(f"two finished trials of job {job.id}", lambda: final_trials(hub, job.id)
+                     if len(final_trials(hub, job.id)) >= 2 else None, timeout=90)
+    time.sleep(2.5)  # at least one experiment-state save after they finished
+    done_before = {t.trial_id: t.run_id for t in first}
+    os.kill(pid_of(hub, job.id), signal.SIGKILL)
+    try:
+        info = job.wait(timeout=150)
+    except TimeoutError:
+        pytest.fail(f"{job.status()}\n{job.logs()[-4000:]}")
+    result = info.result
+    assert info.attempt == 2 and result["resumed"] is True
+    assert result["trials_carried_over"] >= 2 and result["trials"] == 6
+    trials = {t.trial_id: t for t in hub.trials(job.id)}
+    assert len(trials) == 6 and all(t.status == "terminated" for t in trials.values())
+    with hub.backends.db.tenant_scope(hub.principal.tenant_id, readonly=True) as s:
+        attempts = {tid: s.get(Run, t.run_id).attempt for tid, t in trials.items()}
+    # trials finished before the kill were not run again: their runs are still attempt 1's
+    assert all(attempts[tid] == 1 and trials[tid].run_id == run for tid, run in done_before.items())
+    assert any(a == 2 for a in attempts.values())
+    assert "resuming the Tune experiment" in job.logs(attempt=2)
