@@ -49,7 +49,6 @@ from mlhub.training.tf_models import (
 __all__ = [
     "KERAS_FORMAT",
     "OPTIMIZERS",
-    "TF_ENV_VARS",
     "TRAIN_PARAMS",
     "Prepared",
     "TensorflowAdapter",
@@ -73,8 +72,6 @@ TRAIN_PARAMS = {"lr": "float > 0 (default 0.001)", "batch_size": "int in [1, 104
                 "seed": "int >= 0, weight initialisation and shuffling (default: the dataset's seed)"}
 _TRAIN_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "batch_size": 64, "optimizer": "adam", "weight_decay": 0.0,
                                    "momentum": 0.9}
-TF_ENV_VARS = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-"""Environment every process that touches Keras gets (Ray Train workers' ``runtime_env``)."""
 
 _SKLEARN_SHAPES = {"iris": (4, 3), "digits": (64, 10), "wine": (13, 3), "breast_cancer": (30, 2),
                    "diabetes": (10, 1)}
@@ -429,10 +426,16 @@ def tf_loop(session: Any) -> None:
     prepared = prepare(data)
     with strategy.scope():
         model = compile_model(prepared.build(spec.model, spec.params), data.task, spec.params)
+    # the model saved at the end is a plain copy built here, outside the strategy's scope: fit() runs its
+    # callbacks inside that scope, where creating variables on rank 0 alone would be a collective it waits on
+    plain = prepared.build(spec.model, spec.params) if session.rank == 0 else None
     start = 0
     if session.resume:
         _restore(model, session.resume["files"], strategy)
         start = int(session.resume["epoch"])
+    if session.world_size > 1:
+        session.log(f"MultiWorkerMirroredStrategy across {strategy.num_replicas_in_sync} replicas, "
+                    f"tf-keras {import_keras().__version__}, from epoch {start}")
     x, y = session.shard(prepared.x_train, prepared.y_train)
     batch_size = int(tp["batch_size"])
     steps = max(1, math.ceil(len(x) / batch_size))
@@ -453,7 +456,8 @@ def tf_loop(session: Any) -> None:
         state = _state(model) if chief and (last or session.should_checkpoint(epoch)) else None
         final = None
         if chief and last:
-            trained = finish(spec.model, _plain_copy(model, prepared, spec), data, prepared, params)
+            plain.set_weights(model.get_weights())
+            trained = finish(spec.model, plain, data, prepared, params)
             final = (trained.payload, trained.model_format, {"metrics": trained.metrics, "params": params})
         session.report(epoch, metrics, state=state, final_model=final, samples=len(x))
 
@@ -462,9 +466,3 @@ def tf_loop(session: Any) -> None:
     model.fit(train_ds, epochs=spec.epochs, initial_epoch=start, steps_per_epoch=steps, verbose=0,
               callbacks=[epoch_callback(on_epoch, len(x))])
 
-
-def _plain_copy(model: Any, prepared: Prepared, spec: TrainingSpec) -> Any:
-    """The trained model rebuilt outside any distribution strategy (plain variables), for saving."""
-    copy = prepared.build(spec.model, spec.params)
-    copy.set_weights(model.get_weights())
-    return copy

@@ -296,3 +296,32 @@ def test_tampered_metadata_or_weights_are_refused(trained):
     broken["model.weights.h5"] = members["model.weights.h5"][:200]
     with pytest.raises(ModelLoadError, match="cannot load .keras model"):
         load_model("tensorflow", "keras", _zip(broken))
+
+
+def test_a_resumed_session_restores_weights_and_optimizer_and_continues(keras):
+    from mlhub.training.distributed import LocalSession
+    from mlhub.training.tf_adapter import tf_loop
+
+    spec = _spec("mlp", IRIS, params={"hidden": [16], "lr": 0.01}, epochs=4, checkpoint_every=2)
+    data = load_dataset(spec.dataset, allowed_roots=[])
+    first: list[EpochReport] = []
+    whole = LocalSession(spec, [], first.append, data=data)
+    tf_loop(whole)
+    assert [r.epoch for r in first] == [0, 1, 2, 3]
+
+    interrupted = LocalSession(spec.model_copy(update={"epochs": 2}), [], lambda r: None, data=data)
+    tf_loop(interrupted)  # a run that stopped after its checkpoint at epoch 2
+    assert set(interrupted.state) == {"weights.npz", "optimizer.npz"}
+    resumed_reports: list[EpochReport] = []
+    resumed = LocalSession(spec, [], resumed_reports.append, data=data)
+    resumed.resume = {"epoch": 2, "files": interrupted.state}
+    tf_loop(resumed)
+    assert [r.epoch for r in resumed_reports] == [2, 3]  # continues, not from scratch
+    with np.load(io.BytesIO(resumed.state["optimizer.npz"])) as z:
+        assert int(z["arr_0"]) == 4 * math.ceil(len(data.x_train) / 64)  # the step count carried over
+    loaded = load_model("tensorflow", "keras", resumed.final.payload)
+    assert loaded.predict(data.x_test).shape == (len(data.x_test),)
+    with pytest.raises(ValidationError, match="cannot resume"):
+        broken = LocalSession(spec, [], lambda r: None, data=data)
+        broken.resume = {"epoch": 2, "files": {"weights.npz": interrupted.state["weights.npz"]}}
+        tf_loop(broken)
