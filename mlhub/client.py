@@ -102,14 +102,23 @@ class Hub:
 
     # --- jobs ---------------------------------------------------------------------------------------
 
-    def submit(self, spec: Any, *, idempotency_key: str | None = None) -> JobHandle | ScheduleInfo:
-        """Submit a spec: a parsed spec, a dict, or a path to a YAML/JSON file."""
-        parsed = _as_spec(spec)
+    def submit(self, spec: Any, *, idempotency_key: str | None = None,
+               working_dir: str | Path | None = None) -> JobHandle | ScheduleInfo:
+        """Submit a spec: a parsed spec, a dict, or a path to a YAML/JSON file. A training spec naming custom
+        code (``entrypoint``, or a torch ``module:factory`` model) gets ``working_dir`` (default: the current
+        directory) packed and uploaded with it (:mod:`mlhub.jobs.code`)."""
+        from mlhub.jobs.code import attach_code
+
+        parsed = attach_code(self.backends, self.principal, _as_spec(spec), working_dir)
         out = self.jobs.submit(self.principal, parsed, idempotency_key=idempotency_key)
         return out if isinstance(out, ScheduleInfo) else JobHandle(self, out.id)
 
     def submit_many(self, specs: list[Any]) -> list[JobHandle]:
-        ids = self.jobs.submit_many(self.principal, [_as_spec(s) for s in specs])
+        from mlhub.jobs.code import attach_code
+
+        packs: dict = {}  # the current directory is packed once for all the specs that need it
+        ids = self.jobs.submit_many(self.principal, [attach_code(self.backends, self.principal, _as_spec(s),
+                                                                 packs=packs) for s in specs])
         return [JobHandle(self, i) for i in ids]
 
     def train(self, spec: Any, **kw) -> JobHandle:

@@ -80,12 +80,18 @@ def _common(name, priority, max_attempts, cpus, gpus, timeout) -> dict[str, Any]
             "resources": resources or None, "timeout_s": timeout}
 
 
-def _submit(doc: dict[str, Any], wait: bool, json_: bool) -> None:
+def _submit(doc: dict[str, Any], wait: bool, json_: bool, working_dir: Path | None = None) -> None:
     from mlhub.domain.specs import parse_spec
 
     spec = parse_spec(doc)
     hub = _hub()
     try:
+        from mlhub.jobs.code import attach_code, needs_code
+
+        if working_dir is not None and not needs_code(spec) and not json_:
+            console.print("note: --working-dir ignored: the spec names no custom code (entrypoint)")
+        spec = attach_code(hub.backends, hub.principal, spec, working_dir,
+                           on_packed=None if json_ else _print_packed)
         handle = hub.submit(spec)
         if not hasattr(handle, "wait"):  # a schedule
             print_json(to_plain(handle)) if json_ else console.print(
@@ -102,6 +108,13 @@ def _submit(doc: dict[str, Any], wait: bool, json_: bool) -> None:
             raise typer.Exit(follow_job(hub, info.id, json_=json_))
     finally:
         hub.close()
+
+
+def _print_packed(packed, record) -> None:
+    console.print(f"code: {len(packed.files)} file(s), {packed.size_bytes:,} bytes from {packed.root} "
+                  f"(artifact {record.id}, sha256 {record.sha256[:12]})")
+    for path, why in packed.skipped[:20]:
+        console.print(f"  left out {path}: {why}")
 
 
 NAME_OPT = typer.Option(None, "--name", help="Job name (letters, digits, _ . -).")
@@ -127,12 +140,15 @@ def train(
     priority: str | None = PRIORITY_OPT, max_attempts: int | None = ATTEMPTS_OPT, cpus: float | None = CPUS_OPT,
     gpus: float | None = GPUS_OPT, timeout: float | None = TIMEOUT_OPT, wait: bool = WAIT_OPT,
     json_: bool = JSON_OPT,
+    working_dir: Path | None = typer.Option(
+        None, "--working-dir", help="Folder of the custom training code (entrypoint) to send with the job "
+        "(default: the current directory)."),
 ) -> None:
     """Queue a training job (spec file and/or flags)."""
     flags = _common(name, priority, max_attempts, cpus, gpus, timeout)
     flags.update(framework=framework, model=model, params=parse_params(param), epochs=epochs,
                  register_as=register_as, dataset=parse_dataset(dataset, target) if dataset else None)
-    _submit(_document(spec_file, "training", flags), wait, json_)
+    _submit(_document(spec_file, "training", flags), wait, json_, working_dir)
 
 
 def evaluate(

@@ -195,6 +195,14 @@ class _JobBase(_Strict):
         return QueueName(KIND_QUEUE[self.kind])  # type: ignore[attr-defined]
 
 
+class CodeRef(_Strict):
+    """Custom training code sent with a job: the zip of its working directory in the artifact store, packed
+    and uploaded by the client at submit (:mod:`mlhub.jobs.code`), fetched and verified where the job runs."""
+
+    artifact_id: int = Field(..., ge=1, le=2**63 - 1)
+    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$")
+
+
 class TrainingSpec(_JobBase):
     kind: Literal["training"] = "training"
     framework: Literal["baseline", "sklearn", "torch", "tensorflow"]
@@ -213,6 +221,8 @@ class TrainingSpec(_JobBase):
                                      "from the last checkpoint within one attempt")
     entrypoint: str | None = Field(None, pattern=ENTRYPOINT_RE, description="custom training code: "
                                    "'module:function' inside the job's working directory")
+    code: CodeRef | None = Field(None, description="the job's packed working directory (set at submit when "
+                                 "entrypoint or a torch 'module:factory' model names user code)")
     register_as: Name | None = Field(None, description="registered model name (default: the job name)")
 
     @field_validator("params")

@@ -45,9 +45,11 @@ def _run_for_attempt(ctx: AttemptContext, name: str, params: dict[str, Any], dat
 
 
 def run_training(ctx: AttemptContext, spec: TrainingSpec) -> dict[str, Any]:
+    from mlhub.jobs.code import code_folder, run_local_loop
     from mlhub.training.adapters import get_adapter
     from mlhub.training.datasets import load_dataset
 
+    working_dir = code_folder(ctx, spec)  # the job's packed code, fetched, verified and extracted (or None)
     adapter = get_adapter(spec.framework)
     data = load_dataset(spec.dataset, allowed_roots=ctx.settings.allowed_data_roots)
     print(f"dataset: {spec.dataset.source} {spec.dataset.name or spec.dataset.path or spec.dataset.task}: "
@@ -73,8 +75,10 @@ def run_training(ctx: AttemptContext, spec: TrainingSpec) -> dict[str, Any]:
         from mlhub.training.distributed import train_on_ray
         from mlhub.training.torch_adapter import trained_model
 
-        final = train_on_ray(ctx, spec, run_id)
+        final = train_on_ray(ctx, spec, run_id, working_dir=working_dir)
         trained = trained_model(final.payload, final.model_format, final.info, data, framework=spec.framework)
+    elif spec.entrypoint:  # custom code of a single-process framework: its loop, here in the driver
+        trained = run_local_loop(spec, data, report, working_dir, ctx.settings.allowed_data_roots)
     else:
         trained = adapter.train(spec, data, report)
     artifact = ArtifactService(ctx.backends.db, ctx.backends.artifacts).upload(

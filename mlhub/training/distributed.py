@@ -187,6 +187,10 @@ class RayTrainSession(TrainSession):
         self._first_epoch: int | None = None
         self._use_gpu = spec.use_gpu
         self.working_dir = config.get("working_dir")
+        if spec.code is not None:  # the job's packed code, fetched on this node: no shared disk needed
+            from mlhub.jobs.code import fetch_code
+
+            self.working_dir = str(fetch_code(backends, self.ctx.principal, spec.code))
 
     def restore(self) -> None:
         """Load the last checkpoint, if Ray Train has one for this run (after a restart or a retry)."""
