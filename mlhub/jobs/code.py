@@ -90,14 +90,19 @@ def _kb(n: int) -> str:
 
 
 def pack_directory(root: str | Path, *, max_total: int = MAX_CODE_BYTES, max_file: int = MAX_FILE_BYTES,
-                   max_files: int = MAX_FILES) -> PackedCode:
-    """Zip ``root`` (its files, recursively) for a job. Skips :data:`EXCLUDED_DIRS`, byte code, links and files
-    over ``max_file``; ValidationError when the rest exceeds ``max_total`` (naming the biggest files) or
-    ``max_files``. Deterministic: sorted entries, fixed timestamps and modes."""
+                   max_files: int = MAX_FILES, exclude: tuple[str | Path, ...] = ()) -> PackedCode:
+    """Zip ``root`` (its files, recursively) for a job. Skips :data:`EXCLUDED_DIRS`, byte code, links, files
+    over ``max_file``, ``.env`` files (they hold secrets) and the folders in ``exclude`` (mlhub's own home:
+    database, credentials, artifacts); ValidationError when the rest exceeds ``max_total`` (naming the biggest
+    files) or ``max_files``. Deterministic: sorted entries, fixed timestamps and modes."""
     base = Path(root).expanduser()
     if not base.is_dir():
         raise ValidationError(f"working directory {base} does not exist or is not a directory")
     base = base.resolve()
+    excluded = {Path(p).expanduser().resolve() for p in exclude}
+    if any(base.is_relative_to(e) for e in excluded):
+        raise ValidationError(f"the working directory {base} lies inside mlhub's own state folder (MLHUB_HOME); "
+                              "run from the folder of your code or pass --working-dir")
     chosen: list[tuple[str, Path, int]] = []
     skipped: list[tuple[str, str]] = []
     for folder, dirs, files in os.walk(base, followlinks=False):
@@ -107,6 +112,9 @@ def pack_directory(root: str | Path, *, max_total: int = MAX_CODE_BYTES, max_fil
             rel = (here / d).relative_to(base).as_posix()
             if d in EXCLUDED_DIRS or d.endswith(".egg-info"):
                 continue  # never interesting, so not worth a line in the report
+            if (here / d).resolve() in excluded:
+                skipped.append((rel + "/", "mlhub's own state (MLHUB_HOME)"))
+                continue
             if (here / d).is_symlink():
                 skipped.append((rel + "/", "a symbolic link"))
                 continue
@@ -116,6 +124,9 @@ def pack_directory(root: str | Path, *, max_total: int = MAX_CODE_BYTES, max_fil
             path = here / name
             rel = path.relative_to(base).as_posix()
             if name.endswith(EXCLUDED_SUFFIXES):
+                continue
+            if name == ".env" or name.startswith(".env."):
+                skipped.append((rel, "may hold secrets"))
                 continue
             try:
                 st = path.lstat()
@@ -130,6 +141,9 @@ def pack_directory(root: str | Path, *, max_total: int = MAX_CODE_BYTES, max_fil
                 skipped.append((rel, f"{_kb(st.st_size)}, over the {_kb(max_file)} limit per file"))
             else:
                 chosen.append((rel, path, st.st_size))
+                if len(chosen) > max_files:  # stop walking a huge tree (a home directory) early
+                    raise ValidationError(f"the working directory {base} holds more than {max_files:,} files; "
+                                          "run from the folder of your code (--working-dir)")
     chosen.sort(key=lambda c: c[0])
     skipped.sort()
     total = sum(size for _, _, size in chosen)
@@ -140,9 +154,6 @@ def pack_directory(root: str | Path, *, max_total: int = MAX_CODE_BYTES, max_fil
             f"{_kb(max_total)} limit; the biggest files: " + ", ".join(f"{r} ({_kb(s)})" for r, _, s in biggest)
             + ". Move data into a dataset (MLHUB_DATA_ROOTS) or run from a smaller folder (--working-dir)",
             details={"errors": [f"{r}: {s} bytes" for r, _, s in biggest]})
-    if len(chosen) > max_files:
-        raise ValidationError(f"the working directory {base} holds {len(chosen):,} files, over the limit of "
-                              f"{max_files:,}; run from a smaller folder (--working-dir)")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for rel, path, _ in chosen:
@@ -191,7 +202,7 @@ def attach_code(backends: Any, principal: Any, spec: Any, working_dir: str | Pat
     key = root.resolve()
     packed = packs.get(key) if packs is not None else None
     if packed is None:
-        packed = pack_directory(root)
+        packed = pack_directory(root, exclude=(backends.settings.home,))
         if packs is not None:
             packs[key] = packed
     missing = [m for m in modules if not packed.has_module(m)]

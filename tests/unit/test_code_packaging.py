@@ -78,12 +78,15 @@ def test_packing_skips_caches_envs_byte_code_links_and_big_files(tmp_path):
                 ".mypy_cache/x.json", ".pytest_cache/v/cache", "mlhub.egg-info/PKG-INFO"):
         _write(root, rel)
     _write(root, "data/big.bin", b"\0" * 2000)
+    _write(root, ".env", "MLHUB_DATABASE_URL=postgresql://u:secret@db/x\n")
+    _write(root, "home/credentials", "mlh_secret\n")  # an MLHUB_HOME inside the project
     (root / "link.py").symlink_to(root / "train.py")
     (root / "linked_dir").symlink_to(root / "pkg")
 
-    packed = pack_directory(root, max_file=1000)
+    packed = pack_directory(root, max_file=1000, exclude=(root / "home",))
     assert packed.files == ["conf/settings.yaml", "pkg/__init__.py", "pkg/model.py", "train.py"]
     assert dict(packed.skipped) == {"data/big.bin": "2.0 kB, over the 1.0 kB limit per file",
+                                    ".env": "may hold secrets", "home/": "mlhub's own state (MLHUB_HOME)",
                                     "link.py": "a symbolic link", "linked_dir/": "a symbolic link"}
     assert packed.has_module("train") and packed.has_module("pkg") and packed.has_module("pkg.model")
     assert not packed.has_module("conf") and not packed.has_module("missing")
@@ -109,6 +112,13 @@ def test_packing_over_the_total_limit_names_the_biggest_files(tmp_path):
     _write(root, "notes.txt", b"\1" * 3000)
     with pytest.raises(ValidationError, match=r"over the .* limit; the biggest files: weights/huge.bin .*notes.txt"):
         pack_directory(root, max_total=5000, max_file=10_000)
+
+
+def test_packing_stops_early_in_a_tree_with_too_many_files(tmp_path):
+    for i in range(6):
+        _write(tmp_path / "proj", f"m{i}.py")
+    with pytest.raises(ValidationError, match="more than 5 files; run from the folder of your code"):
+        pack_directory(tmp_path / "proj", max_files=5)
 
 
 def test_packing_needs_an_existing_directory(tmp_path):
@@ -219,9 +229,12 @@ def test_submit_packs_uploads_and_fetch_reads_it_back_for_the_same_tenant_only(t
             fetch_code(hub.backends, other, spec.code)
 
 
-def test_submit_packs_the_current_directory_by_default(tmp_path, monkeypatch):
+def test_submit_packs_the_current_directory_by_default(tmp_path, monkeypatch, mlhub_home):
     from mlhub.client import Hub
 
+    _write(mlhub_home, "my_loop_b2.py", SKLEARN_LOOP)
+    with Hub() as hub, pytest.raises(ValidationError, match="inside mlhub's own state folder"):
+        hub.submit(_spec("d", entrypoint="my_loop_b2:train_loop"))  # the current directory is MLHUB_HOME
     root = tmp_path / "cwd"
     _write(root, "my_loop_b2.py", SKLEARN_LOOP)
     monkeypatch.chdir(root)
