@@ -31,7 +31,8 @@ def dispatch_policy(settings) -> Any:
     cap = settings.max_concurrent_jobs
     defaults = {"training": cap, "evaluation": cap, "batch_prediction": cap, "hpo": cap}
     queues = {q: QueuePolicy(concurrency=settings.queue_concurrency.get(q, n)) for q, n in defaults.items()}
-    return DispatchPolicy(global_cap=cap, queues=queues, tenant_cap=settings.tenant_max_running_jobs)
+    return DispatchPolicy(global_cap=cap, queues=queues, tenant_cap=settings.tenant_max_running_jobs,
+                          preemptible=frozenset(settings.preemptible_queues))
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=8)
@@ -50,7 +51,8 @@ class Orchestrator:
         owner = f"{socket.gethostname()}:{os.getpid()}"
         self.dispatcher = Dispatcher(self.backends.db, RayLauncher(settings_doc), dispatch_policy(self.settings),
                                      owner=owner, metrics=RayMetrics(), wake=self.wake, background_writes=True,
-                                     prefetch=min(self.settings.max_concurrent_jobs, PREFETCH_MAX))
+                                     prefetch=min(self.settings.max_concurrent_jobs, PREFETCH_MAX),
+                                     preempt_after_s=self.settings.preempt_after_s)
         self.started_at = time.time()
         self.recovered = self.dispatcher.recover()
         self.errors = 0

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         description='Default resource shape per queue for jobs that set none (JSON, e.g. '
         '{"training": {"num_cpus": 2}}).',
     )
+    preemptible_queues: list[str] = Field(
+        default_factory=list,
+        description='Queues whose running jobs a waiting job of higher priority may preempt (JSON, e.g. '
+        '["training", "hpo"]): the preempted job goes back on its queue and resumes from its last checkpoint.',
+    )
+    preempt_after_s: float = Field(default=10.0, ge=0, le=86_400,
+                                   description="A job runs at least this long before it can be preempted.")
     data_roots: list[Path] = Field(
         default_factory=list,
         description="Folders jobs may read datasets from and write predictions to (JSON list); "
@@ -113,6 +120,12 @@ class Settings(BaseSettings):
         _check_queue_names(v)
         if any(n < 0 or n > 10_000 for n in v.values()):
             raise ValueError("each queue's concurrency must be between 0 and 10000")
+        return v
+
+    @field_validator("preemptible_queues", mode="after")
+    @classmethod
+    def _check_preemptible(cls, v: list[str]) -> list[str]:
+        _check_queue_names(dict.fromkeys(v))
         return v
 
     @field_validator("queue_resources", mode="after")

@@ -83,6 +83,7 @@ class DispatchPolicy:
     queues: dict[str, QueuePolicy]  # the four queues
     tenant_cap: int | None = None  # default cap on one tenant's running jobs (across queues)
     tenant_caps: dict[str, int] = field(default_factory=dict)  # per-tenant overrides of tenant_cap
+    preemptible: frozenset[str] = frozenset()  # queues whose running jobs may be preempted (opt-in)
 
     def cap_for(self, tenant_id: str) -> int | None:
         """The running-jobs cap of ``tenant_id`` across queues; ``None`` means no cap."""
@@ -178,3 +179,38 @@ def select_for_dispatch(
         if theap and q_running[q] < concurrency:
             heapq.heappush(queues, (q_running[q] / concurrency, theap[0][1], q))
     return selected
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    """A running attempt as preemption sees it."""
+
+    id: int
+    queue: str
+    priority: int
+    demand: Demand
+    running_s: float  # how long it has run
+
+
+def choose_victims(waiting: Candidate, free: Demand, running: Iterable[RunningJob], preemptible: frozenset[str],
+                   *, min_running_s: float = 0.0) -> list[int]:
+    """The running jobs to preempt so that ``waiting`` fits, or ``[]`` when it fits already or cannot be made
+    to fit by preempting only lower-priority jobs of preemptible queues.
+
+    Victims are taken lowest priority first, then the most recently started (least work lost), and only as
+    many as needed. A job that has run less than ``min_running_s`` is spared, so a queue does not thrash.
+    """
+    if waiting.demand.fits_in(free):
+        return []
+    pool = sorted((r for r in running if r.queue in preemptible and r.priority < waiting.priority
+                   and r.running_s >= min_running_s), key=lambda r: (r.priority, r.running_s))
+    cpus, gpus = free.cpus, free.gpus
+    victims: list[int] = []
+    for r in pool:
+        if waiting.demand.fits_in(Demand(cpus, gpus)):
+            break
+        if r.demand.cpus <= _EPS and r.demand.gpus <= _EPS:
+            continue  # frees nothing
+        victims.append(r.id)
+        cpus, gpus = cpus + r.demand.cpus, gpus + r.demand.gpus
+    return victims if waiting.demand.fits_in(Demand(cpus, gpus)) else []

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, insert, tuple_, update
+from sqlalchemy import bindparam, insert, select, tuple_, update
 
 from mlhub.audit import AuditLog, Principal
 from mlhub.domain.enums import AuditOutcome, JobState
@@ -125,13 +125,26 @@ def _record_one(s, job: ClaimedJob, outcome: dict[str, Any], rand: Callable[[], 
             return Recorded(job.id, job.attempt, None)
         AuditLog.add(s, principal, "job.cancelled", "job", str(job.id), details={"attempt": job.attempt})
         return Recorded(job.id, job.attempt, JobState.CANCELLED)
-    if status == "interrupted":  # put back without counting against the retries (restart, preemption)
-        row = store.finish(s, job.id, job.attempt, JobState.QUEUED, error=outcome.get("error"))
-        return Recorded(job.id, job.attempt, JobState.QUEUED if row is not None else None)
+    if status in ("interrupted", "preempted"):  # back in line, no attempt charged (restart, preemption)
+        delay = float(outcome.get("retry_in_s") or 0.0)
+        row = store.finish(s, job.id, job.attempt, JobState.QUEUED, error=outcome.get("error"),
+                           not_before=store.retry_after(delay) if delay else None)
+        if row is None:
+            return Recorded(job.id, job.attempt, None)
+        # the next claim takes a new attempt number (fencing); give the retry budget that attempt back
+        s.execute(update(Job).where(Job.id == job.id).values(max_attempts=Job.max_attempts + 1))
+        if status == "preempted":
+            AuditLog.add(s, principal, "job.preempted", "job", str(job.id),
+                         details={"attempt": job.attempt, "preempted_by": outcome.get("preempted_by")})
+        return Recorded(job.id, job.attempt, JobState.QUEUED, delay or None)
     error = redact(str(outcome.get("error") or "unknown error"))
-    decision = decide_on_failure(job.attempt, _policy(job), permanent=bool(outcome.get("permanent")))
+    policy = _policy(job)
+    charged = s.scalar(select(Job.max_attempts).where(Job.id == job.id))
+    if charged is not None:  # raised by interruptions and preemptions, which are not the job's fault
+        policy = policy.model_copy(update={"max_attempts": int(charged)})
+    decision = decide_on_failure(job.attempt, policy, permanent=bool(outcome.get("permanent")))
     if decision is FailureDecision.RETRY:
-        delay = backoff_delay(job.attempt, _policy(job), rand())
+        delay = backoff_delay(job.attempt, policy, rand())
         row = store.finish(s, job.id, job.attempt, JobState.RETRYING, error=error,
                            not_before=store.retry_after(delay))
         state, retry_in = JobState.RETRYING, delay

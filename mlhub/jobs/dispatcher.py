@@ -24,7 +24,15 @@ from typing import Any, Protocol
 
 from mlhub.audit import Principal
 from mlhub.domain.enums import JobState
-from mlhub.domain.queueing import Candidate, ClusterState, Demand, DispatchPolicy, select_for_dispatch
+from mlhub.domain.queueing import (
+    Candidate,
+    ClusterState,
+    Demand,
+    DispatchPolicy,
+    RunningJob,
+    choose_victims,
+    select_for_dispatch,
+)
 from mlhub.domain.schedule import due_occurrence
 from mlhub.domain.specs import parse_spec
 from mlhub.jobs import store
@@ -44,6 +52,8 @@ CANCEL_CHECK_S = 0.25
 RESOURCE_REFRESH_S = 0.5
 BUSY_POLL_S = 0.02
 SHORT_JOB_S = 1.0
+PREEMPT_CHECK_S = 1.0
+PREEMPTED_BACKOFF_S = 5.0  # a preempted job waits this long, so the job it made room for starts first
 METRICS_EXPORT_S = 0.5
 
 
@@ -75,7 +85,8 @@ class Attempt:
     handle: Any
     started: float
     deadline: float | None
-    stopping: str | None = None  # "cancelled" | "timed out"
+    stopping: str | None = None  # "cancelled" | "timed out" | "preempted"
+    preempted_by: int | None = None
 
 
 def claimed_from_row(row: Job) -> ClaimedJob:
@@ -87,7 +98,7 @@ class Dispatcher:
     def __init__(self, db: Database, launcher: Launcher, policy: DispatchPolicy, *, owner: str,
                  metrics: Metrics | None = None, rand: Callable[[], float] = random.random,
                  wake: threading.Event | None = None, idle_poll_s: float = 0.1,
-                 background_writes: bool = False, prefetch: int = 0) -> None:
+                 background_writes: bool = False, prefetch: int = 0, preempt_after_s: float = 10.0) -> None:
         self.db = db
         self.launcher = launcher
         self.policy = policy
@@ -101,6 +112,8 @@ class Dispatcher:
         #: claimed jobs waiting in memory for a slot (the prefetch window; see _claim_more)
         self.ready: list[ClaimedJob] = []
         self.prefetch = prefetch
+        self.preempt_after_s = preempt_after_s
+        self._last_preempt_check = 0.0
         self._recent_duration_s = SHORT_JOB_S  # until measured: an exponentially weighted mean
         self._last_metrics = 0.0
         self._changes = 0  # bumped whenever an attempt starts or ends, or jobs are claimed
@@ -169,6 +182,9 @@ class Dispatcher:
             self.run_schedules()
         self._stop_cancelled_and_timed_out(woken)
         launched = self._dispatch()
+        if not launched and self.policy.preemptible and time.monotonic() - self._last_preempt_check > PREEMPT_CHECK_S:
+            self._last_preempt_check = time.monotonic()
+            self._preempt_for_waiting()
         finished = self._collect(BUSY_POLL_S if self.running else 0.0)
         if not launched and not finished and not self.running and not self._recording:
             self.wake.wait(self.idle_poll_s)
@@ -221,6 +237,42 @@ class Dispatcher:
                 log.info("cancelling job %s attempt %s", job_id, attempt_no)
                 attempt.stopping = "cancelled"
                 self.launcher.cancel(attempt.handle)
+
+    # --- preemption ---------------------------------------------------------------------------------
+
+    def _preempt_for_waiting(self) -> list[int]:
+        """If the next job the policy would start cannot get the resources it needs, and lower-priority jobs
+        of preemptible queues hold them, stop those jobs: they go back on their queues (no attempt charged)
+        and resume from their last checkpoint when they run again."""
+        now_utc = utcnow()
+        eligible = [c for c, nb in self.pending.values() if nb is None or nb <= now_utc]
+        eligible += [_candidate(j) for j in self.ready]
+        if not eligible:
+            return []
+        free = self._free_resources()
+        if free is None:
+            return []
+        state = self._counts([a.job for a in self.running.values() if a.stopping is None] + self.ready)
+        # state.free stays None: the jobs the caps allow, in the order the policy would start them
+        chosen = select_for_dispatch(eligible, state, self.policy)
+        for c in chosen:
+            if c.demand.fits_in(free):
+                free = Demand(free.cpus - c.demand.cpus, free.gpus - c.demand.gpus)
+                continue
+            now = time.monotonic()
+            running = [RunningJob(a.job.id, a.job.queue, _priority(a.job), store.demand_of(a.job.resources),
+                                  now - a.started) for a in self.running.values() if a.stopping is None]
+            victims = choose_victims(c, free, running, self.policy.preemptible, min_running_s=self.preempt_after_s)
+            for job_id in victims:
+                attempt = self.running[job_id]
+                log.info("preempting job %s (priority %s) for job %s (priority %s)", job_id,
+                         _priority(attempt.job), c.id, c.priority)
+                attempt.stopping = "preempted"
+                attempt.preempted_by = c.id
+                self.launcher.cancel(attempt.handle)
+                self.stats["preempted"] += 1
+            return victims  # one waiting job at a time: the picture changes once the victims are gone
+        return []
 
     # --- dispatch -----------------------------------------------------------------------------------
 
@@ -378,9 +430,16 @@ class Dispatcher:
         self._changes += len(done)
         for handle, outcome in done:
             attempt = by_handle[id(handle)]
+            release = getattr(self.launcher, "release", None)
+            if release is not None:
+                release(attempt.job)
             self._recent_duration_s = 0.8 * self._recent_duration_s + 0.2 * (now - attempt.started)
             if attempt.stopping == "cancelled":
                 outcome = {"status": "cancelled", "error": "cancelled by request"}
+            elif attempt.stopping == "preempted":
+                outcome = {"status": "preempted", "preempted_by": attempt.preempted_by,
+                           "error": f"preempted by job {attempt.preempted_by} of higher priority",
+                           "retry_in_s": PREEMPTED_BACKOFF_S}
             elif attempt.stopping == "timed out":
                 limit = attempt.job.spec.get("timeout_s")
                 outcome = {"status": "failed", "permanent": False, "error": f"timed out after {limit} s"}

@@ -29,7 +29,10 @@ def run_attempt(settings_doc: dict[str, Any], job: dict[str, Any]) -> dict[str, 
 
 class RayLauncher:
     def __init__(self, settings_doc: dict[str, Any]) -> None:
+        from mlhub.config import Settings
+
         self.settings_doc = settings_doc
+        self._storage = Settings(**settings_doc).ray_storage_path
         self._settings_ref = ray.put(settings_doc)
 
     def launch(self, job: ClaimedJob) -> ray.ObjectRef:
@@ -74,6 +77,26 @@ class RayLauncher:
             ray.cancel(handle, force=True)
         except (RayError, ValueError, TypeError) as exc:
             log.warning("could not cancel %s: %s", handle, exc)
+
+    def release(self, job: ClaimedJob) -> None:
+        """After an attempt of a job that fans out (Train workers, Tune trials) ended, however it ended:
+        remove the placement groups it left reserved (see :mod:`mlhub.jobs.placement`)."""
+        if not (job.resources or {}).get("driver"):
+            return
+        from mlhub.jobs.placement import release_placement_groups
+
+        storage = self._storage
+        try:
+            freed = release_placement_groups(storage, job.tenant_id, job.id)
+            if job.kind == "hpo":
+                from mlhub.hpo.driver import release_placement_groups as release_trials
+
+                freed += release_trials(storage, job.tenant_id, job.id)
+        except Exception as exc:  # noqa: BLE001 - never let cleanup stop the dispatch loop
+            log.warning("releasing the placement groups of job %s failed: %s", job.id, exc)
+            return
+        if freed:
+            log.info("released %d placement group(s) left by job %s attempt %s", freed, job.id, job.attempt)
 
     def free_resources(self) -> Demand | None:
         avail = ray.available_resources()

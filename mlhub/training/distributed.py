@@ -29,6 +29,7 @@ scaffold trainer`` writes a module with a ``train_loop(session)`` that a spec na
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -187,6 +188,7 @@ class RayTrainSession(TrainSession):
         self._first_epoch: int | None = None
         self._use_gpu = spec.use_gpu
         self.working_dir = config.get("working_dir")
+        self._run_dir = Path(config["run_dir"]) if config.get("run_dir") else None
         if spec.code is not None:  # the job's packed code, fetched on this node: no shared disk needed
             from mlhub.jobs.code import fetch_code
 
@@ -195,6 +197,11 @@ class RayTrainSession(TrainSession):
     def restore(self) -> None:
         """Load the last checkpoint, if Ray Train has one for this run (after a restart or a retry)."""
         import ray.train
+
+        if self.rank == 0:  # so that the orchestrator frees the group's reservation whatever happens
+            from mlhub.jobs.placement import record_current_placement_group
+
+            record_current_placement_group(self.ctx.settings.ray_storage_path, self.ctx.tenant_id, self.ctx.job_id)
 
         self.resume = self._restore(ray.train.get_checkpoint())
 
@@ -218,15 +225,23 @@ class RayTrainSession(TrainSession):
         return "cpu"
 
     def _restore(self, checkpoint) -> dict[str, Any] | None:
-        if checkpoint is None:
+        found = []
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                found.append(_read_checkpoint(Path(folder)))
+        # Ray Train registers reports with its controller every couple of seconds, so after a hard kill its
+        # snapshot can trail the checkpoints already written; on a folder we can list, take the newest
+        # complete one (every ranks sees the same folder, so they all pick the same)
+        if self._run_dir is not None and self._run_dir.is_dir():
+            found += [_read_checkpoint(d) for d in sorted(self._run_dir.glob("checkpoint_*"))]
+        found = [f for f in found if f is not None]
+        if not found:
             return None
-        with checkpoint.as_directory() as folder:
-            meta = json.loads((Path(folder) / STATE_META).read_text())
-            files = {name: (Path(folder) / name).read_bytes() for name in meta["files"]}
-        self.log(f"resuming from the checkpoint after epoch {meta['epoch']} (of {self.spec.epochs})")
+        epoch, files = max(found, key=lambda f: f[0])
+        self.log(f"resuming from the checkpoint after epoch {epoch} (of {self.spec.epochs})")
         if self.rank == 0:
-            self.ctx.progress({"resumed_from_epoch": meta["epoch"], "epochs": self.spec.epochs}, force=True)
-        return {"epoch": int(meta["epoch"]), "files": files}
+            self.ctx.progress({"resumed_from_epoch": epoch, "epochs": self.spec.epochs}, force=True)
+        return {"epoch": epoch, "files": files}
 
     def report(self, epoch, metrics, *, state=None, final_model=None, samples=None) -> None:
         import ray.train
@@ -245,7 +260,9 @@ class RayTrainSession(TrainSession):
             files = dict(state or {})
             for name, data in files.items():
                 (Path(folder) / name).write_bytes(data)
-            (Path(folder) / STATE_META).write_text(json.dumps({"epoch": epoch + 1, "files": sorted(files)}))
+            digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+            (Path(folder) / STATE_META).write_text(json.dumps({"epoch": epoch + 1, "files": sorted(files),
+                                                               "sha256": digests}))
             if final_model is not None:
                 payload, fmt, info = final_model
                 (Path(folder) / f"model.{fmt}").write_bytes(payload)
@@ -272,6 +289,19 @@ class RayTrainSession(TrainSession):
             runs_repo.log_metrics(s, self.ctx.tenant_id, self.run_id,
                                   [MetricPoint(k, v, epoch) for k, v in metrics.items()])
         print(f"epoch {done}/{self.spec.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
+
+
+def _read_checkpoint(folder: Path) -> tuple[int, dict[str, bytes]] | None:
+    """(epoch, state files) of an mlhub checkpoint folder, or None when it is incomplete or not ours."""
+    try:
+        meta = json.loads((folder / STATE_META).read_text())
+        files = {name: (folder / name).read_bytes() for name in meta["files"]}
+        digests = meta.get("sha256") or {}
+        if any(hashlib.sha256(data).hexdigest() != digests.get(name) for name, data in files.items()):
+            return None  # copied only in part when its writer was killed
+        return int(meta["epoch"]), files
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def ray_worker_loop(config: dict[str, Any]) -> None:
@@ -312,6 +342,8 @@ def train_on_ray(ctx, spec: TrainingSpec, run_id: int, *, working_dir: str | Non
     if spec.framework == "tensorflow":
         env["TF_USE_LEGACY_KERAS"] = "1"
     name = run_name(ctx.tenant_id, ctx.job_id)
+    storage = ctx.settings.ray_storage_path
+    config["run_dir"] = None if "://" in storage else str(Path(storage) / name)
     run_config = RunConfig(
         name=name, storage_path=ctx.settings.ray_storage_path,
         failure_config=FailureConfig(max_failures=spec.max_worker_failures),

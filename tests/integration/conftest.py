@@ -21,7 +21,9 @@ def ray_cluster():
 
     temp = tempfile.mkdtemp(prefix="mlhub-ray-")  # short: Ray's socket paths are length-limited
     metrics_port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, namespace="mlhub", log_to_driver=False,
+    # the dashboard serves Ray's state API, which Ray Train's placement-group cleaner needs to notice that a
+    # cancelled or preempted training job's controller is gone (as on a real `mlhub start` head)
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_port=free_port(), namespace="mlhub", log_to_driver=False,
              _temp_dir=temp, _metrics_export_port=metrics_port, logging_level="WARNING")
     yield {"metrics_port": metrics_port, "temp_dir": temp}
     ray.shutdown()
@@ -35,8 +37,10 @@ def hub_settings(ray_cluster, migrated_pg_url, tmp_path_factory):
     home = tmp_path_factory.mktemp("hub_home")
     data = home / "data"
     data.mkdir()
+    # training is preemptible (opt-in per queue): tests/integration/test_torch_ray.py preempts a job
     return load_settings(home=home, database_url=migrated_pg_url, max_concurrent_jobs=4, redis_url=None,
-                         mongodb_uri=None, ray_address=None, api_key=None)
+                         mongodb_uri=None, ray_address=None, api_key=None, preemptible_queues=["training"],
+                         preempt_after_s=2.0)
 
 
 @pytest.fixture(scope="session")

@@ -274,3 +274,53 @@ def test_the_prefetch_window_stays_shut_while_jobs_are_long(db):
     d._recent_duration_s = 3600.0
     d.tick()
     assert d.ready == [] and state_of(db, p, ids[1]).state == "queued"
+
+
+def test_a_waiting_job_of_higher_priority_preempts_a_lower_one_of_a_preemptible_queue(db):
+    p = tenant(db)
+    svc = JobService(db)
+    low = svc.submit(p, diag("low", target_queue="training", priority="low", resources={"num_cpus": 2},
+                             retry={"max_attempts": 1}))
+    launcher = FakeLauncher(cpus=2)
+    pol = DispatchPolicy(global_cap=4, queues={q: QueuePolicy(concurrency=4) for q in QUEUES},
+                         preemptible=frozenset({"training"}))
+    d = Dispatcher(db, launcher, pol, owner="test", idle_poll_s=0, preempt_after_s=0)
+    d.tick()
+    assert state_of(db, p, low.id).state == "running"
+    high = svc.submit(p, diag("high", target_queue="evaluation", priority="high", resources={"num_cpus": 1}))
+    for _ in range(30):  # the check runs once a second
+        d.tick()
+        if launcher.cancelled:
+            break
+        time.sleep(0.05)
+    assert launcher.cancelled == [low.id]
+    drain(d, 5)
+    info = state_of(db, p, low.id)
+    # back in line without a charged attempt: max_attempts was 1, yet it may run again
+    assert info.state == "queued" and info.attempt == 1 and info.max_attempts == 2 and "preempted" in info.error
+    assert [j.id for j in launcher.launched] == [low.id, high.id]  # the high job got the room
+    launcher.finish(high.id)
+    deadline = time.monotonic() + 10
+    while len(launcher.launched) < 3 and time.monotonic() < deadline:  # after the preemption backoff
+        d.tick()
+        time.sleep(0.1)
+    assert [j.id for j in launcher.launched] == [low.id, high.id, low.id]
+    launcher.finish(low.id)
+    drain(d, 5)
+    assert state_of(db, p, low.id).state == "succeeded" and state_of(db, p, low.id).attempt == 2
+
+
+def test_jobs_of_queues_that_did_not_opt_in_are_never_preempted(db):
+    p = tenant(db)
+    svc = JobService(db)
+    low = svc.submit(p, diag("low", target_queue="evaluation", priority="low", resources={"num_cpus": 2}))
+    launcher = FakeLauncher(cpus=2)
+    pol = DispatchPolicy(global_cap=4, queues={q: QueuePolicy(concurrency=4) for q in QUEUES},
+                         preemptible=frozenset({"training"}))
+    d = Dispatcher(db, launcher, pol, owner="test", idle_poll_s=0, preempt_after_s=0)
+    d.tick()
+    svc.submit(p, diag("high", target_queue="evaluation", priority="critical"))
+    for _ in range(25):
+        d.tick()
+        time.sleep(0.05)
+    assert launcher.cancelled == [] and state_of(db, p, low.id).state == "running"

@@ -434,3 +434,26 @@ def test_scenario_ten_thousand_jobs_three_tenants_dispatched_fairly_and_in_prior
         order[j.tenant_id].append(j)
     for tenant, jobs in order.items():
         assert jobs == sorted(jobs, key=rank), tenant
+
+
+def test_choose_victims_takes_the_fewest_lowest_priority_jobs_that_make_room():
+    from mlhub.domain.queueing import Candidate, Demand, RunningJob, choose_victims
+
+    waiting = Candidate(id=9, tenant_id="t", queue="evaluation", priority=50, demand=Demand(2, 0))
+    running = [RunningJob(1, "training", -50, Demand(1, 0), running_s=100),
+               RunningJob(2, "training", 0, Demand(1, 0), running_s=100),
+               RunningJob(3, "training", -50, Demand(1, 0), running_s=5),
+               RunningJob(4, "evaluation", -100, Demand(4, 0), running_s=100),  # not preemptible
+               RunningJob(5, "training", 50, Demand(4, 0), running_s=100)]  # same priority: spared
+    pre = frozenset({"training"})
+    # lowest priority first, most recently started first among equals
+    assert choose_victims(waiting, Demand(0, 0), running, pre) == [3, 1]
+    assert choose_victims(waiting, Demand(1, 0), running, pre) == [3]
+    # too young to preempt: the next candidates are taken instead
+    assert choose_victims(waiting, Demand(0, 0), running, pre, min_running_s=10) == [1, 2]
+    assert choose_victims(waiting, Demand(2, 0), running, pre) == []  # it fits already
+    # cannot be made to fit: nothing is preempted in vain
+    big = Candidate(id=10, tenant_id="t", queue="evaluation", priority=50, demand=Demand(8, 0))
+    assert choose_victims(big, Demand(0, 0), running, pre) == []
+    gpu = Candidate(id=11, tenant_id="t", queue="training", priority=100, demand=Demand(0, 1))
+    assert choose_victims(gpu, Demand(2, 0), running, pre) == []
