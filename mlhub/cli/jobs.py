@@ -130,7 +130,7 @@ TARGET_OPT = typer.Option(None, "--target", help="Label column of a CSV/Parquet 
 def train(
     spec_file: Path | None = SPEC_ARG,
     name: str | None = NAME_OPT,
-    framework: str | None = typer.Option(None, "--framework", help="baseline or sklearn (torch, tensorflow soon)."),
+    framework: str | None = typer.Option(None, "--framework", help="baseline, sklearn, torch or tensorflow."),
     model: str | None = typer.Option(None, "--model", help="baseline: linear|logistic; sklearn: estimator name."),
     dataset: str | None = DATASET_OPT,
     target: str | None = TARGET_OPT,

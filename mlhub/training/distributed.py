@@ -371,6 +371,7 @@ def _trainer_class(framework: str):
 
         return TorchTrainer
     if framework == "tensorflow":
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # every process that may touch Keras: tf-keras
         from ray.train.tensorflow import TensorflowTrainer
 
         return TensorflowTrainer
