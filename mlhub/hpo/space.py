@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from mlhub.domain.specs import HpoSpec, SearchDimension, TrainingSpec
+from mlhub.domain.specs import HpoSpec, SearchDimension, TrainingSpec, worker_resources
 
 __all__ = [
     "TOP_LEVEL_KEYS",
@@ -179,12 +179,16 @@ def tune_config_kwargs(spec: HpoSpec, *, seed: int | None = None, **scheduler_ov
 
 
 def trial_resources(trainer: TrainingSpec) -> dict[str, float]:
-    """What each trial asks Tune for (``tune.with_resources``): the trainer's ``resources``, one process."""
-    res = trainer.resources
-    out: dict[str, float] = {"cpu": float(res.num_cpus), "gpu": float(res.num_gpus)}
-    if res.memory_mb:
-        out["memory"] = float(res.memory_mb) * 1024 * 1024
-    out.update({k: float(v) for k, v in res.custom.items()})
+    """What each trial asks Tune for (``tune.with_resources``): one training process's resources,
+    :func:`mlhub.domain.specs.worker_resources` (a torch/tensorflow trainer's ``resources_per_worker``, else
+    1 CPU plus 1 GPU with ``use_gpu``; any other trainer's ``resources``). The orchestrator admits the job for
+    that times ``max_concurrent_trials`` (:func:`mlhub.domain.specs.job_demand`), so admission and what the
+    trials reserve agree. A trial trains in its own process: it never starts ``num_workers`` Train workers."""
+    res = worker_resources(trainer)
+    out: dict[str, float] = {"cpu": float(res.get("num_cpus", 0.0)), "gpu": float(res.get("num_gpus", 0.0))}
+    if res.get("memory_mb"):
+        out["memory"] = float(res["memory_mb"]) * 1024 * 1024
+    out.update({k: float(v) for k, v in (res.get("custom") or {}).items()})
     return out
 
 

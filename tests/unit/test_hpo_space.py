@@ -112,3 +112,21 @@ def test_each_trial_asks_for_the_trainers_resources():
                                                  "custom": {"tpu": 2}}})
     assert space.trial_resources(spec.trainer) == {"cpu": 0.5, "gpu": 1.0, "memory": 256 * 2**20, "tpu": 2.0}
     assert space.trial_resources(hpo().trainer) == {"cpu": 1.0, "gpu": 0.0}
+
+
+def test_torch_and_tensorflow_trials_ask_for_one_train_workers_share_as_admission_counts_it():
+    from mlhub.domain.specs import job_demand
+
+    torch = {"name": "t", "framework": "torch", "model": "mlp", "epochs": 2, "num_workers": 3,
+             "dataset": {"source": "sklearn", "name": "iris"}}
+    default = hpo(max_concurrent_trials=2, trainer=torch)
+    assert space.trial_resources(default.trainer) == {"cpu": 1.0, "gpu": 0.0}
+    gpu = hpo(trainer={**torch, "framework": "tensorflow", "use_gpu": True,
+                       "resources": {"num_cpus": 4}})  # the driver-side resources are not a trial's
+    assert space.trial_resources(gpu.trainer) == {"cpu": 1.0, "gpu": 1.0}
+    per_worker = hpo(max_concurrent_trials=3, trainer={**torch, "resources_per_worker": {
+        "num_cpus": 0.5, "num_gpus": 0.25, "memory_mb": 64, "custom": {"tpu": 1}}})
+    assert space.trial_resources(per_worker.trainer) == {"cpu": 0.5, "gpu": 0.25, "memory": 64 * 2**20, "tpu": 1.0}
+    for spec in (default, gpu, per_worker):  # what the trials hold at once is what the job was admitted for
+        demand, res, n = job_demand(spec), space.trial_resources(spec.trainer), spec.max_concurrent_trials
+        assert (demand["num_cpus"], demand["num_gpus"]) == (res["cpu"] * n, res["gpu"] * n)
