@@ -5,7 +5,7 @@ missing ``tensorflow`` extra) and trains in-process on one worker, reporting aft
 callback. The same compile/fit pieces run on each Ray Train worker under ``MultiWorkerMirroredStrategy``.
 
 Spec params: the model's own (``hidden``/``channels``/``width``/``depth``/``dropout``, see
-:data:`~mlhub.training.tf_models.MODEL_PARAMS`) and the training ones of :data:`TRAIN_PARAMS` (``lr`` 1e-3,
+:data:`~mlhub.training.torch_models.MODEL_PARAMS`, shared by both families) and the training ones of :data:`TRAIN_PARAMS` (``lr`` 1e-3,
 ``batch_size`` 64, ``optimizer`` adam|adamw|sgd, ``weight_decay`` 0, ``momentum`` 0.9 for sgd).
 
 Per-epoch reports (:meth:`TensorflowAdapter.reported_metrics`): ``loss``, ``val_loss``, ``seconds``,
@@ -36,7 +36,7 @@ from mlhub.training.adapters import EpochReport, TrainedModel, json_params, spli
 from mlhub.training.datasets import Dataset
 from mlhub.training.schema import input_schema, reference_stats
 from mlhub.training.tf_models import (
-    MODEL_PARAMS,
+    DEFAULTS,
     MODELS,
     build_model,
     effective_params,
@@ -306,13 +306,13 @@ class TensorflowAdapter:
         if spec.model not in MODELS:
             problems.append(f"unknown tensorflow model {spec.model!r}: use one of {', '.join(MODELS)}")
         else:
-            valid = set(MODEL_PARAMS[spec.model]) | set(TRAIN_PARAMS)
+            valid = set(DEFAULTS[spec.model]) | set(TRAIN_PARAMS)
             unknown = sorted(set(spec.params) - valid)
             if unknown:
                 problems.append(f"unknown params for tensorflow {spec.model}: {', '.join(unknown)} "
                                 f"(valid: {', '.join(sorted(valid))})")
             in_f, out_f = _shape_of(spec)
-            known = {k: v for k, v in spec.params.items() if k in MODEL_PARAMS[spec.model]}
+            known = {k: v for k, v in spec.params.items() if k in DEFAULTS[spec.model]}
             problems += model_problems(spec.model, in_f, out_f, known)
         problems += train_param_problems(spec.params)
         task = task_of(spec)
@@ -333,7 +333,7 @@ class TensorflowAdapter:
         problems = self.validate(spec)
         if spec.model in MODELS:
             out_f = len(data.classes or []) if data.task == "classification" else 1
-            known = {k: v for k, v in spec.params.items() if k in MODEL_PARAMS[spec.model]}
+            known = {k: v for k, v in spec.params.items() if k in DEFAULTS[spec.model]}
             problems += [p for p in model_problems(spec.model, data.n_features, out_f, known) if p not in problems]
         return problems
 

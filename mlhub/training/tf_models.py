@@ -25,7 +25,6 @@ from typing import Any
 __all__ = [
     "KERAS_LAYERS",
     "MODELS",
-    "MODEL_PARAMS",
     "TF_EXTRA_HINT",
     "build_model",
     "effective_params",
@@ -39,15 +38,6 @@ TF_EXTRA_HINT = "framework tensorflow needs the tensorflow extra: pip install 'm
 
 MODELS = ("mlp", "cnn", "tabular")
 
-MODEL_PARAMS: dict[str, dict[str, str]] = {
-    "mlp": {"hidden": "list of layer widths, each an int >= 1 (default [128, 128])",
-            "dropout": "float in [0, 1) (default 0.0)"},
-    "cnn": {"channels": "two ints >= 1, the convolutions' channels (default [16, 32])",
-            "dropout": "float in [0, 1) (default 0.0)"},
-    "tabular": {"width": "int >= 1 (default 128)", "depth": "int >= 0 residual blocks (default 2)",
-                "dropout": "float in [0, 1) (default 0.0)"},
-}
-"""name -> {param: what it takes}; the only params each model accepts."""
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp": {"hidden": [128, 128], "dropout": 0.0},
@@ -62,7 +52,6 @@ KERAS_LAYERS = frozenset({
 """The Keras classes these builders use: the only layer classes a stored model may name
 (:mod:`mlhub.training.serialization` refuses any other)."""
 
-_MAX_WIDTH = 1 << 16
 
 
 def import_tf() -> Any:
@@ -99,55 +88,14 @@ def tensorflow_problems() -> list[str]:
 # --- validation ----------------------------------------------------------------------------------------
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _int_problem(name: str, v: Any, lo: int) -> str | None:
-    if not _is_int(v) or not lo <= v <= _MAX_WIDTH:
-        return f"{name} must be an int in [{lo}, {_MAX_WIDTH}] (got {v!r})"
-    return None
-
-
 def model_problems(name: str, in_features: Any, out_features: Any, params: dict[str, Any] | None = None
                    ) -> list[str]:
     """Every problem with building model ``name`` for these sizes and params; ``[]`` when it can be built.
-    ``in_features``/``out_features`` may be ``None`` when not known yet (a CSV not read yet): the checks
-    that need them are skipped."""
-    params = dict(params or {})
-    if name not in MODELS:
-        return [f"unknown tensorflow model {name!r}: use one of {', '.join(MODELS)}"]
-    problems = [p for p in (None if in_features is None else _int_problem("in_features", in_features, 1),
-                            None if out_features is None else _int_problem("out_features", out_features, 1))
-                if p]
-    valid = MODEL_PARAMS[name]
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        problems.append(f"unknown params for tensorflow model {name}: {', '.join(map(str, unknown))} "
-                        f"(valid: {'; '.join(f'{k}: {v}' for k, v in valid.items())})")
-    if "dropout" in params:
-        d = params["dropout"]
-        if isinstance(d, bool) or not isinstance(d, int | float) or not 0 <= d < 1:
-            problems.append(f"param 'dropout' must be a number in [0, 1) (got {d!r})")
-    if name == "mlp" and "hidden" in params:
-        h = params["hidden"]
-        if not isinstance(h, list | tuple) or len(h) > 64 or any(_int_problem("", w, 1) for w in h):
-            problems.append(f"param 'hidden' must be a list of at most 64 ints in [1, {_MAX_WIDTH}] (got {h!r})")
-    if name == "cnn":
-        if "channels" in params:
-            c = params["channels"]
-            if not isinstance(c, list | tuple) or len(c) != 2 or any(_int_problem("", w, 1) for w in c):
-                problems.append(f"param 'channels' must be two ints in [1, {_MAX_WIDTH}] (got {c!r})")
-        if _is_int(in_features) and in_features >= 1:
-            side = math.isqrt(in_features)
-            if side * side != in_features or side < 2:
-                problems.append(f"tensorflow model cnn takes square one-channel images: in_features must be a "
-                                f"square >= 4, e.g. 64 for 8x8 digits (got {in_features})")
-    if name == "tabular":
-        for key, lo in (("width", 1), ("depth", 0)):
-            if key in params and (p := _int_problem(f"param {key!r}", params[key], lo)):
-                problems.append(p)
-    return problems
+    ``in_features``/``out_features`` may be ``None`` when not known yet (a CSV not read yet). The Keras family
+    mirrors the torch one (same names and params), so the torch family's check serves both."""
+    from mlhub.training.torch_models import model_problems as family_problems
+
+    return family_problems(name, in_features, out_features, params, framework="tensorflow")
 
 
 def effective_params(name: str, params: dict[str, Any]) -> dict[str, Any]:

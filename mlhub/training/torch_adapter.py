@@ -99,8 +99,7 @@ class TorchAdapter:
                                 "or 'module:factory'")
             else:
                 n_in, n_out = _sizes_known(spec)
-                problems += [p for p in model_problems(spec.model, n_in or 64, n_out or 2, model_p)
-                             if n_in is not None or "in_features" not in p]
+                problems += model_problems(spec.model, n_in, n_out, model_p)
         if spec.strategy == "fsdp" and spec.num_workers < 2:
             problems.append("strategy fsdp shards the model across workers: num_workers must be at least 2")
         return problems

@@ -150,18 +150,21 @@ def _int_problem(name: str, v: Any, lo: int) -> str | None:
     return None
 
 
-def model_problems(name: str, in_features: Any, out_features: Any, params: dict[str, Any] | None = None
-                   ) -> list[str]:
-    """Every problem with building model ``name`` for these sizes and params; ``[]`` when it can be built."""
+def model_problems(name: str, in_features: Any, out_features: Any, params: dict[str, Any] | None = None,
+                   *, framework: str = "torch") -> list[str]:
+    """Every problem with building model ``name`` for these sizes and params; ``[]`` when it can be built.
+    ``in_features``/``out_features`` may be ``None`` when not known yet (a CSV not read yet): the checks that
+    need them are skipped. The TensorFlow family has the same names and params and shares this check."""
     params = dict(params or {})
     if name not in MODELS:
-        return [f"unknown torch model {name!r}: use one of {', '.join(MODELS)}"]
-    problems = [p for p in (_int_problem("in_features", in_features, 1),
-                            _int_problem("out_features", out_features, 1)) if p]
+        return [f"unknown {framework} model {name!r}: use one of {', '.join(MODELS)}"]
+    problems = [p for p in (None if in_features is None else _int_problem("in_features", in_features, 1),
+                            None if out_features is None else _int_problem("out_features", out_features, 1))
+                if p]
     valid = MODEL_PARAMS[name]
     unknown = sorted(set(params) - set(valid))
     if unknown:
-        problems.append(f"unknown params for torch model {name}: {', '.join(map(str, unknown))} "
+        problems.append(f"unknown params for {framework} model {name}: {', '.join(map(str, unknown))} "
                         f"(valid: {'; '.join(f'{k}: {v}' for k, v in valid.items())})")
     if "dropout" in params:
         d = params["dropout"]
@@ -180,7 +183,7 @@ def model_problems(name: str, in_features: Any, out_features: Any, params: dict[
         if _is_int(in_features) and in_features >= 1:
             side = math.isqrt(in_features)
             if side * side != in_features or side < 2:
-                problems.append(f"torch model cnn takes square one-channel images: in_features must be a "
+                problems.append(f"{framework} model cnn takes square one-channel images: in_features must be a "
                                 f"square >= 4, e.g. 64 for 8x8 digits (got {in_features})")
     if name == "tabular":
         for key, lo in (("width", 1), ("depth", 0)):
