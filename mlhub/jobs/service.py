@@ -18,7 +18,7 @@ from mlhub.domain.enums import JobState
 from mlhub.domain.schedule import next_occurrence
 from mlhub.domain.specs import HpoSpec, TrainingSpec, job_demand, spec_to_document
 from mlhub.errors import ConflictError, NotFoundError, QuotaExceeded, ValidationError
-from mlhub.jobs import store
+from mlhub.jobs import capacity, store
 from mlhub.jobs.store import JobInfo
 from mlhub.store.database import Database
 from mlhub.store.models import Job, JobEvent, ModelVersion, Schedule, Tenant
@@ -96,6 +96,7 @@ class JobService:
                     op.details["deduplicated"] = True
                     return JobInfo.from_row(prior)
             self._check_quota(op.session, principal, 1)
+            capacity.check(op.session, [row])
             job_id = store.insert_jobs(op.session, [row])[0]
             store.notify(op.session)
             op.target_id = str(job_id)
@@ -114,6 +115,7 @@ class JobService:
             rows.append(job_row(principal, spec, self.queue_resources))
         with self.audit.operation(principal, "job.submit_batch", "job", details={"count": len(rows)}) as op:
             self._check_quota(op.session, principal, len(rows))
+            capacity.check(op.session, rows)
             ids = store.insert_jobs(op.session, rows)
             store.notify(op.session)
             op.details.update(first_id=ids[0], last_id=ids[-1])

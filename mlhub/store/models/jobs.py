@@ -1,11 +1,21 @@
-"""Jobs, their events and logs, recurring schedules and HPO trials."""
+"""Jobs, their events and logs, recurring schedules, HPO trials, and the cluster's capacity."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mlhub.domain.enums import JobKind, JobState, QueueName, sql_in
@@ -138,3 +148,20 @@ class HpoTrial(TenantMixin, IdMixin, CreatedAtMixin, Base):
     updated_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow, onupdate=utcnow)
 
     __table_args__ = (UniqueConstraint("job_id", "trial_id", name="uq_hpo_trials_job_trial"),)
+
+
+class ClusterCapacity(Base):
+    """The Ray cluster's total resources as the orchestrator last saw them (one row, ``id`` 1). Read at submit
+    time to refuse a job that asks for more than the whole cluster has."""
+
+    __tablename__ = "cluster_capacity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
+    cpus: Mapped[float] = mapped_column(Float, nullable=False)
+    gpus: Mapped[float] = mapped_column(Float, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(nullable=False, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("id = 1", name="singleton"),
+        CheckConstraint("cpus >= 0 AND gpus >= 0", name="amounts"),
+    )

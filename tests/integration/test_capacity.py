@@ -1,0 +1,59 @@
+"""Submit refuses a job bigger than the whole cluster, as the orchestrator last recorded it (no Ray here)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from mlhub.domain.queueing import Demand
+from mlhub.domain.specs import parse_spec
+from mlhub.errors import ValidationError
+from mlhub.jobs import capacity
+from mlhub.jobs.service import JobService
+from mlhub.store.database import Database
+from mlhub.store.models import ClusterCapacity
+from mlhub.store.types import utcnow
+from mlhub.tenancy import TenantService
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'c.db'}" if request.param == "sqlite" else request.getfixturevalue("fresh_pg_url")
+    database = Database(url)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+def torch_job(name: str, workers: int, **kw):
+    return parse_spec({"kind": "training", "name": name, "framework": "torch", "model": "mlp",
+                       "dataset": {"source": "sklearn", "name": "iris"}, "num_workers": workers, **kw})
+
+
+def test_a_job_bigger_than_the_recorded_cluster_is_refused_at_submit(db):
+    svc = TenantService(db)
+    principal = svc.authenticate(svc.create_tenant(f"t-{uuid.uuid4().hex[:8]}")[1])
+    jobs = JobService(db)
+    jobs.submit(principal, torch_job("before", 8))  # nothing recorded yet: accepted, the orchestrator decides
+    with db.scheduler_scope() as s:  # as the orchestrator does (the scheduler role may write it)
+        capacity.record(s, Demand(cpus=4, gpus=0))
+    with db.scheduler_scope() as s:
+        capacity.record(s, Demand(cpus=2, gpus=0))  # an upsert: still one row
+    assert jobs.submit(principal, torch_job("fits", 2)).state == "queued"
+    with pytest.raises(ValidationError) as err:
+        jobs.submit(principal, torch_job("too-wide", 3))
+    assert "need 3 CPUs" in err.value.message and "cluster has 2 CPUs" in err.value.message
+    with pytest.raises(ValidationError, match="0 GPUs in all"):
+        jobs.submit(principal, torch_job("gpus", 1, use_gpu=True))
+    with pytest.raises(ValidationError) as err:  # a batch is refused whole, every bad job named
+        jobs.submit_many(principal, [torch_job("ok", 1), torch_job("wide-a", 4), torch_job("wide-b", 5)])
+    assert len(err.value.details["errors"]) == 2
+    names = {j.name for j in jobs.list(principal)}
+    assert names == {"before", "fits"}  # nothing of the refused submissions was kept
+
+    with db.scheduler_scope() as s:  # a record from long ago says nothing about today's cluster
+        s.execute(update(ClusterCapacity).values(updated_at=utcnow() - capacity.FRESH_FOR - timedelta(minutes=1)))
+    assert jobs.submit(principal, torch_job("stale-ok", 3)).state == "queued"
