@@ -1,4 +1,5 @@
-"""HPO jobs on the shared Ray cluster (2 CPUs) and PostgreSQL: ASHA end to end with the best model registered,
+"""HPO jobs on the shared Ray cluster (2 CPUs) and PostgreSQL: ASHA end to end with the best model registered (baseline
+and torch trials),
 cancellation that kills the trials, and a killed driver resumed from the Tune experiment state."""
 
 from __future__ import annotations
@@ -72,13 +73,33 @@ def _trial_actor_pids() -> set[int]:
             if a.get("ActorClassName", "").startswith(("ImplicitFunc", "wrap_function")) and a.get("State") == "ALIVE"}
 
 
-def test_cancelling_a_search_kills_its_trial_actors(hub):
+def _placement_groups_of(hub, job_id: int) -> list[str]:
+    """The trial placement groups the job's driver recorded (what the orchestrator releases when it ends)."""
+    import json
+
+    from mlhub.hpo.driver import _pg_file
+
+    path = _pg_file(hub.settings.ray_storage_path, hub.principal.tenant_id, job_id)
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+
+
+def test_cancelling_a_search_kills_its_trial_actors_and_the_orchestrator_frees_their_cpus(hub):
+    from ray.util.placement_group import placement_group_table
+
+    from mlhub.hpo.driver import release_placement_groups
+
     job = hub.tune(search("cancelled", epochs=100_000, num_samples=4))
     wait_for("two running trials", lambda: sum(t.status == "running" and t.iterations > 0
                                                for t in hub.trials(job.id)) >= 2)
     pids = _trial_actor_pids()
     driver = pid_of(hub, job.id)
     assert len(pids) >= 2, ray._private.state.actors()
+    groups = wait_for("the driver to record both trials' placement groups",
+                      lambda: (g := _placement_groups_of(hub, job.id)) and len(g) >= 2 and g)
+    assert ray.available_resources().get("CPU", 0) < 1  # the two trials hold the CPUs
     job.cancel()
     with pytest.raises(JobFailed, match="cancelled"):
         job.wait(timeout=30)
@@ -94,12 +115,39 @@ def test_cancelling_a_search_kills_its_trial_actors(hub):
         return not alive and not (_trial_actor_pids() & pids)
 
     wait_for(f"trial processes {sorted(pids)} to exit", all_dead, timeout=30)
-    # the trials' placement groups outlive the killed driver (they belong to the orchestrator's job) until
-    # released: the cancelling side must call this (a resumed attempt does it itself)
-    from mlhub.hpo.driver import release_placement_groups
-
-    assert release_placement_groups(hub.settings.ray_storage_path, hub.principal.tenant_id, job.id) >= 1
+    # the trials' placement groups outlive the killed driver (they belong to the orchestrator's Ray job): the
+    # orchestrator removes them when the attempt ends, with no call from anyone else
     wait_for("the trials' CPUs to be free again", lambda: ray.available_resources().get("CPU", 0) >= 2)
+    table = placement_group_table()
+    assert all(table[g]["state"] == "REMOVED" for g in groups if g in table), {g: table.get(g) for g in groups}
+    assert release_placement_groups(hub.settings.ray_storage_path, hub.principal.tenant_id, job.id) == 0
+
+
+def test_a_torch_search_with_asha_registers_a_best_model_that_loads(hub):
+    import numpy as np
+
+    job = hub.tune({
+        "name": "torch-search", "metric": "val_loss", "mode": "min", "max_concurrent_trials": 2, "num_samples": 3,
+        "scheduler": "asha",
+        "trainer": {"name": "torch-search-model", "framework": "torch", "model": "mlp", "epochs": 3,
+                    "params": {"hidden": [16], "batch_size": 32}, "dataset": {"source": "sklearn", "name": "iris"}},
+        "search_space": {"lr": {"type": "loguniform", "low": 1e-3, "high": 0.1}}})
+    # admitted for two trials of one Train worker's share each (1 CPU), which is what each trial reserves
+    assert job.status().resources["num_cpus"] == 2.0 and job.status().resources["driver"] is True
+    try:
+        info = job.wait(timeout=180)
+    except (TimeoutError, JobFailed):
+        pytest.fail(f"{job.status()}\n{job.logs()[-4000:]}")
+    trials = hub.trials(job.id)
+    assert len(trials) == 3 and {t.status for t in trials} <= {"terminated", "stopped"}
+    assert all(1 <= t.iterations <= 3 and {"loss", "val_loss", "val_accuracy"} <= set(t.metrics) for t in trials)
+    best = min(trials, key=lambda t: t.metrics["val_loss"])
+    result = info.result
+    assert result["best_trial_id"] == best.trial_id and result["framework"] == "torch"
+    assert result["model_version"] == 1
+    version, model = hub.load_model("torch-search-model")
+    assert version.job_id == job.id
+    assert model.predict(np.zeros((5, 4))).shape == (5,)
 
 
 def test_a_killed_search_resumes_from_the_tune_experiment_state(hub):
