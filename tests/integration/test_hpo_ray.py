@@ -1,6 +1,6 @@
-"""HPO jobs on the shared Ray cluster (2 CPUs) and PostgreSQL: ASHA end to end with the best model registered (baseline
-and torch trials),
-cancellation that kills the trials, and a killed driver resumed from the Tune experiment state."""
+"""HPO jobs on the shared Ray cluster (2 CPUs) and PostgreSQL: ASHA end to end with the best model registered
+(baseline and torch trials), cancellation that kills the trials and frees their CPUs, and a killed driver
+resumed from the Tune experiment state."""
 
 from __future__ import annotations
 
