@@ -262,11 +262,13 @@ def _scaled(res: dict[str, Any], n: int) -> dict[str, Any]:
 def job_demand(spec: Any) -> dict[str, Any] | None:
     """What a job that fans out holds while it runs, for the orchestrator's admission; ``None`` when the job
     is one process with ``spec.resources``. The row gets ``driver: true``: its own Ray task then takes 0 CPUs
-    and the Train workers or Tune trials it starts claim these resources."""
+    and the Train workers, Tune trials or evaluation shard tasks it starts claim these resources."""
     if isinstance(spec, TrainingSpec) and spec.framework in DISTRIBUTED_FRAMEWORKS:
         return {**_scaled(worker_resources(spec), spec.num_workers), "driver": True}
     if isinstance(spec, HpoSpec):
         return {**_scaled(worker_resources(spec.trainer), spec.max_concurrent_trials), "driver": True}
+    if isinstance(spec, EvaluationSpec) and spec.num_workers > 1:  # one shard task per worker, `resources` each
+        return {**_scaled(spec.resources.model_dump(exclude_none=True), spec.num_workers), "driver": True}
     return None
 
 
@@ -294,6 +296,8 @@ class _ModelJob(_JobBase):
 class EvaluationSpec(_ModelJob):
     kind: Literal["evaluation"] = "evaluation"
     dataset: DatasetSpec
+    num_workers: int = Field(1, ge=1, le=1024, description="torch models: split the evaluation rows across this "
+                             "many Ray workers, each with `resources` (1: evaluate in the job's own process)")
 
 
 class BatchPredictionSpec(_ModelJob):

@@ -105,11 +105,15 @@ def run_evaluation(ctx: AttemptContext, spec: EvaluationSpec) -> dict[str, Any]:
     from mlhub.training.datasets import load_dataset
     from mlhub.training.evaluation import evaluate, plot_confusion_matrix
 
-    registry = RegistryService(ctx.backends.db)
-    version, model = registry.load(ctx.principal, spec.model, ctx.backends.artifacts)
-    data = load_dataset(spec.dataset, allowed_roots=ctx.settings.allowed_data_roots)
-    task = (version.input_schema or {}).get("task") or data.task
-    result = evaluate(model, (data.x_test, data.y_test), task)
+    if spec.num_workers > 1:  # the rows split across Ray workers, each loading the model once from its bytes
+        from mlhub.training.distributed_eval import evaluate_job_on_ray
+
+        version, data, task, result = evaluate_job_on_ray(ctx, spec)
+    else:
+        version, model = RegistryService(ctx.backends.db).load(ctx.principal, spec.model, ctx.backends.artifacts)
+        data = load_dataset(spec.dataset, allowed_roots=ctx.settings.allowed_data_roots)
+        task = (version.input_schema or {}).get("task") or data.task
+        result = evaluate(model, (data.x_test, data.y_test), task)
     plot_id = None
     if result.confusion_matrix is not None:
         with tempfile.TemporaryDirectory() as tmp:
