@@ -8,7 +8,9 @@
    total trial-epochs (aim: at most 0.4). Training is deterministic, so this is a count, not a timing.
 2. Scheduling overhead: ``--trials`` trials that each sleep 1 s and report once, 2 at a time, with mlhub's
    TuneConfig (``reuse_actors=True``); wall time of ``Tuner.fit()`` / ideal (N x 1 s / 2), median of
-   ``--repeats`` (aim: at most 1.2).
+   ``--repeats`` (aim: at most 1.2), with Tune's default experiment-state saving and with the HPO driver's
+   period, interleaved. The fixed start-up and the steady state are printed beside it, not instead of it.
+   ``--skip-asha`` runs only this part.
 
     .venv/bin/python -m benchmarks.hpo_asha [--configs 40] [--epochs 27] [--trials 20] [--repeats 3]
 """
@@ -108,23 +110,58 @@ def _sleepy(config):
 
 
 def bench_overhead(n: int, repeats: int, storage: str) -> list[list[object]]:
+    """Wall time of ``Tuner.fit()`` over ``n`` 1-second trials / ideal, as measured before (Tune's default
+    experiment-state saving), interleaved with the same run under the HPO driver's experiment-state period
+    (:data:`mlhub.hpo.driver.EXPERIMENT_CHECKPOINT_S`, what a resumable mlhub job runs with). Beside it, split
+    out: the fixed start-up (``fit()`` called -> first trial running: experiment set-up, placement groups, the
+    trial actors' processes) and the steady state (first trial running -> last trial done, over the ideal)."""
     from ray import tune
 
+    from benchmarks._common import interleaved
+    from mlhub.hpo.driver import EXPERIMENT_CHECKPOINT_S
     from mlhub.hpo.space import search_algorithm
 
     spec = _spec("none", 1, n)
+    ideal = n * 1.0 / CONCURRENCY
+    parts: dict[str, list[tuple[float, float]]] = {}
 
-    def once() -> float:
+    class Times(tune.Callback):
+        def __init__(self, t0: float) -> None:
+            self.t0, self.first, self.last = t0, None, 0.0
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            if self.first is None:
+                self.first = time.perf_counter() - self.t0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.last = time.perf_counter() - self.t0
+
+    def once(name: str, checkpoint_s: str | None) -> float:
+        if checkpoint_s is None:
+            os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
+        else:
+            os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = checkpoint_s
         t0 = time.perf_counter()
+        times = Times(t0)
         tune.Tuner(tune.with_resources(_sleepy, {"cpu": 1}), param_space={"x": tune.uniform(0, 1)},
                    tune_config=tune.TuneConfig(num_samples=n, search_alg=search_algorithm(spec), reuse_actors=True),
-                   run_config=tune.RunConfig(storage_path=storage, verbose=0)).fit()
-        return time.perf_counter() - t0
+                   run_config=tune.RunConfig(storage_path=storage, verbose=0, callbacks=[times])).fit()
+        wall = time.perf_counter() - t0
+        parts.setdefault(name, []).append((times.first or 0.0, times.last - (times.first or 0.0)))
+        return wall
 
-    walls = [once() for _ in range(repeats)]
-    ideal = n * 1.0 / CONCURRENCY
-    return [[f"{n} trials x 1 s, {CONCURRENCY} at a time", f"{ideal:.1f}", f"{median(walls):.1f}",
-             f"{median(walls) / ideal:.2f}"]]
+    variants = {"Tune's default state saving": lambda: once("default", None),
+                f"driver's (state saved every {EXPERIMENT_CHECKPOINT_S} s)":
+                    lambda: once("driver", str(EXPERIMENT_CHECKPOINT_S))}
+    walls = interleaved(variants, repeats)
+    os.environ.pop("TUNE_GLOBAL_CHECKPOINT_S", None)
+    rows = []
+    for (label, ws), key in zip(walls.items(), ("default", "driver"), strict=True):
+        startup = median([p[0] for p in parts[key]])
+        steady = median([p[1] for p in parts[key]])
+        rows.append([f"{n} trials x 1 s, {CONCURRENCY} at a time, {label}", f"{ideal:.1f}", f"{median(ws):.1f}",
+                     f"{median(ws) / ideal:.2f}", f"{startup:.2f}", f"{steady / ideal:.2f}"])
+    return rows
 
 
 def main() -> None:
@@ -133,18 +170,21 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=27)
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-asha", action="store_true", help="measure only the scheduling overhead")
     args = ap.parse_args()
     import ray
 
     ray.init(num_cpus=CONCURRENCY, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     storage = tempfile.mkdtemp(prefix="mlhub-bench-tune-")
     try:
-        rows = bench_asha(args.configs, args.epochs, storage)
-        print(f"\nASHA efficiency: {args.configs} configurations, {args.epochs} epochs each at most")
-        print_table(["strategy", "configs", "trial-epochs", "best val_loss", "epochs / random's"], rows)
+        if not args.skip_asha:
+            rows = bench_asha(args.configs, args.epochs, storage)
+            print(f"\nASHA efficiency: {args.configs} configurations, {args.epochs} epochs each at most")
+            print_table(["strategy", "configs", "trial-epochs", "best val_loss", "epochs / random's"], rows)
         rows = bench_overhead(args.trials, args.repeats, storage)
-        print(f"\nTune scheduling overhead (median of {args.repeats}, reuse_actors=True)")
-        print_table(["workload", "ideal s", "wall s", "wall / ideal"], rows)
+        print(f"\nTune scheduling overhead (median of {args.repeats}, interleaved, reuse_actors=True); start-up: "
+              "fit() called -> first trial running; steady: first trial running -> last done, / ideal")
+        print_table(["workload", "ideal s", "wall s", "wall / ideal", "start-up s", "steady / ideal"], rows)
         print("\n" + rerun_hint())
     finally:
         ray.shutdown()
