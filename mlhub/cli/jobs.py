@@ -155,13 +155,15 @@ def evaluate(
     spec_file: Path | None = SPEC_ARG, name: str | None = NAME_OPT,
     model: str | None = typer.Option(None, "--model", help="name, name@alias or name/VERSION."),
     dataset: str | None = DATASET_OPT, target: str | None = TARGET_OPT,
+    num_workers: int | None = typer.Option(None, "--num-workers", help="torch models: split the rows across "
+                                           "this many Ray workers (each with --cpus/--gpus)."),
     priority: str | None = PRIORITY_OPT, max_attempts: int | None = ATTEMPTS_OPT, cpus: float | None = CPUS_OPT,
     gpus: float | None = GPUS_OPT, timeout: float | None = TIMEOUT_OPT, wait: bool = WAIT_OPT, json_: bool = JSON_OPT,
 ) -> None:
     """Queue an evaluation of a registered model on a dataset."""
     flags = _common(name or (f"eval-{model.split('@')[0].split('/')[0]}" if model else None), priority,
                     max_attempts, cpus, gpus, timeout)
-    flags.update(model=model, dataset=parse_dataset(dataset, target) if dataset else None)
+    flags.update(model=model, dataset=parse_dataset(dataset, target) if dataset else None, num_workers=num_workers)
     _submit(_document(spec_file, "evaluation", flags), wait, json_)
 
 

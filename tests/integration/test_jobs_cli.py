@@ -94,3 +94,13 @@ def test_bad_job_input_is_one_clear_line(capsys, mlhub_home, args, needle):
     assert rc != 0 and err.startswith("error:") and needle in err and "Traceback" not in err
     rc, out, _ = run(capsys, "jobs", "--json")
     assert json.loads(out) == []  # nothing half-written
+
+
+def test_a_distributed_evaluation_holds_all_its_workers_with_a_free_driver(capsys, mlhub_home):
+    job = submit(capsys, "evaluate", "--model", "digits-net/1", "--dataset", "sklearn:digits", "--num-workers", "3",
+                 "--cpus", "0.5")
+    rc, out, _ = run(capsys, "status", str(job), "--json")
+    info = json.loads(out)
+    assert rc == 0 and info["resources"] == {"num_cpus": 1.5, "num_gpus": 0.0, "driver": True}
+    rc, _, err = run(capsys, "evaluate", "--model", "m/1", "--dataset", "sklearn:iris", "--num-workers", "0")
+    assert rc != 0 and "num_workers" in err
