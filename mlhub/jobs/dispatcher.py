@@ -6,6 +6,17 @@ incarnation are put back on their queue (their Ray work died with it). Each :met
 and does, in order: pick up new jobs, enqueue due schedule occurrences, stop cancelled and timed-out
 attempts, dispatch what the policy and the cluster allow, and record finished attempts.
 
+Short single-process jobs take the *executor lane*: a batch of claimed jobs of one queue, tenant and
+resource shape goes to one process in one launch (a Ray task holding the shape once, see
+:mod:`mlhub.jobs.executor`), which runs them one after another and replies with all their outcomes. That
+spreads the cost of a Ray submit and wait over many jobs. A batch counts as one running job against the caps
+(its process runs one job at a time; the others wait in it, as claimed jobs wait in ``ready``) and holds one
+shape of resources while it runs. Which jobs are short is learnt per queue and kind from the attempts' own
+durations; a kind not yet measured, a job that fans out (``driver``) or a launcher without the lane takes one
+task per attempt. Stopping a job of a batch kills the batch's process: the batch's other jobs go back in line
+with no attempt charged (``interrupted``); if the process dies on its own, they do too and then each runs in
+a batch of its own, so a job that kills its process is charged for it like any other.
+
 The Ray specifics live behind :class:`Launcher`, so this logic is tested without Ray.
 """
 
@@ -55,14 +66,29 @@ SHORT_JOB_S = 1.0
 PREEMPT_CHECK_S = 1.0
 PREEMPTED_BACKOFF_S = 5.0  # a preempted job waits this long, so the job it made room for starts first
 METRICS_EXPORT_S = 0.5
+LANE_MAX_S = 0.1  # jobs of a queue and kind whose attempts recently took less than this run in executors
+LANE_BATCH_TARGET_S = 0.05  # a batch holds about this much work (so a waiting job is never long behind one)
+LANE_BATCH_MAX = 32
+LANE_WINDOW = 128  # jobs claimed ahead while the lane is busy
+LANE_STUCK_S = 2.0  # a batch running this long says its kinds are not short after all
 
 
 class Launcher(Protocol):
     def launch(self, job: ClaimedJob) -> Any: ...
-    def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, dict[str, Any]]]: ...
+    def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, Any]]: ...
     def cancel(self, handle: Any) -> None: ...
     def free_resources(self) -> Demand | None: ...
     def total_resources(self) -> Demand | None: ...
+
+
+class LaneLauncher(Launcher, Protocol):
+    """A launcher with the executor lane (``supports_lane = True``): ``run_batch`` starts one process for
+    ``jobs`` (all of ``jobs[0]``'s resource shape); ``wait`` answers its handle with the list of their
+    outcomes, or with one failure document when the process died; ``cancel`` kills it."""
+
+    supports_lane: bool
+
+    def run_batch(self, jobs: list[ClaimedJob]) -> Any: ...
 
 
 class Metrics(Protocol):
@@ -80,9 +106,18 @@ class NullMetrics:
 
 
 @dataclass
+class Batch:
+    jobs: list[ClaimedJob]
+    handle: Any  # the launcher's
+    started: float
+    demand: Demand  # the shape it holds while it runs
+    doomed: bool = False  # its process is being killed (a job of the batch is stopped)
+
+
+@dataclass
 class Attempt:
     job: ClaimedJob
-    handle: Any
+    handle: Any  # the launcher's handle, or the Batch the job is part of
     started: float
     deadline: float | None
     stopping: str | None = None  # "cancelled" | "timed out" | "preempted"
@@ -98,7 +133,8 @@ class Dispatcher:
     def __init__(self, db: Database, launcher: Launcher, policy: DispatchPolicy, *, owner: str,
                  metrics: Metrics | None = None, rand: Callable[[], float] = random.random,
                  wake: threading.Event | None = None, idle_poll_s: float = 0.1,
-                 background_writes: bool = False, prefetch: int = 0, preempt_after_s: float = 10.0) -> None:
+                 background_writes: bool = False, prefetch: int = 0, preempt_after_s: float = 10.0,
+                 lane: bool | None = None) -> None:
         self.db = db
         self.launcher = launcher
         self.policy = policy
@@ -119,6 +155,11 @@ class Dispatcher:
         self._changes = 0  # bumped whenever an attempt starts or ends, or jobs are claimed
         self._ready_blocked_at: int | None = None  # _changes when claimed jobs last could not start
         self._reserve_policy = _widened(policy, prefetch)
+        self._lane = bool(getattr(launcher, "supports_lane", False)) if lane is None else lane
+        self._lane_policy = _widened(policy, LANE_WINDOW)
+        self.batches: list[Batch] = []
+        self._kind_s: dict[tuple[str, str], float] = {}  # per (queue, kind): recent attempt duration (EWMA)
+        self._solo: set[int] = set()  # jobs whose batch's process died under them: they run in a batch of their own
         self._last_id = 0
         self._last_full = 0.0
         self._last_cancel_check = 0.0
@@ -181,6 +222,8 @@ class Dispatcher:
             self._last_schedules = time.monotonic()
             self.run_schedules()
         self._stop_cancelled_and_timed_out(woken)
+        if self.batches:
+            self._check_batches()
         launched = self._dispatch()
         if not launched and self.policy.preemptible and time.monotonic() - self._last_preempt_check > PREEMPT_CHECK_S:
             self._last_preempt_check = time.monotonic()
@@ -219,7 +262,7 @@ class Dispatcher:
         for attempt in self.running.values():
             if attempt.stopping is None and attempt.deadline is not None and now > attempt.deadline:
                 attempt.stopping = "timed out"
-                self.launcher.cancel(attempt.handle)
+                self._stop(attempt)
         if now - self._last_cancel_check < CANCEL_CHECK_S and not woken:
             return
         self._last_cancel_check = now
@@ -236,7 +279,7 @@ class Dispatcher:
             if attempt is not None and attempt.job.attempt == attempt_no and attempt.stopping is None:
                 log.info("cancelling job %s attempt %s", job_id, attempt_no)
                 attempt.stopping = "cancelled"
-                self.launcher.cancel(attempt.handle)
+                self._stop(attempt)
 
     # --- preemption ---------------------------------------------------------------------------------
 
@@ -252,7 +295,7 @@ class Dispatcher:
         free = self._free_resources()
         if free is None:
             return []
-        state = self._counts([a.job for a in self.running.values() if a.stopping is None] + self.ready)
+        state = self._counts([j for j in self._slots() if self.running[j.id].stopping is None] + self.ready)
         # state.free stays None: the jobs the caps allow, in the order the policy would start them
         chosen = select_for_dispatch(eligible, state, self.policy)
         for c in chosen:
@@ -261,7 +304,8 @@ class Dispatcher:
                 continue
             now = time.monotonic()
             running = [RunningJob(a.job.id, a.job.queue, _priority(a.job), store.demand_of(a.job.resources),
-                                  now - a.started) for a in self.running.values() if a.stopping is None]
+                                  now - a.started) for a in self.running.values() if a.stopping is None
+                       and (not isinstance(a.handle, Batch) or a.handle.jobs[0] is a.job)]  # a batch frees one shape
             victims = choose_victims(c, free, running, self.policy.preemptible, min_running_s=self.preempt_after_s)
             for job_id in victims:
                 attempt = self.running[job_id]
@@ -269,7 +313,7 @@ class Dispatcher:
                          _priority(attempt.job), c.id, c.priority)
                 attempt.stopping = "preempted"
                 attempt.preempted_by = c.id
-                self.launcher.cancel(attempt.handle)
+                self._stop(attempt)
                 self.stats["preempted"] += 1
             return victims  # one waiting job at a time: the picture changes once the victims are gone
         return []
@@ -305,11 +349,22 @@ class Dispatcher:
                       gpus=self._total.gpus - self._others.gpus - ours.gpus)
 
     def _in_flight(self) -> Demand:
+        """What our attempts hold: each task's demand, and each batch's shape."""
         cpus = gpus = 0.0
         for a in self.running.values():
+            if isinstance(a.handle, Batch):
+                continue
             d = store.demand_of(a.job.resources)
             cpus, gpus = cpus + d.cpus, gpus + d.gpus
+        for b in self.batches:
+            cpus, gpus = cpus + b.demand.cpus, gpus + b.demand.gpus
         return Demand(cpus=cpus, gpus=gpus)
+
+    def _slots(self) -> list[ClaimedJob]:
+        """What counts against the caps: each task attempt, and each batch once (its process runs one job at
+        a time; the rest of the batch waits in it like claimed jobs wait in ``ready``)."""
+        return [a.job for a in self.running.values()
+                if not isinstance(a.handle, Batch) or a.handle.jobs[0] is a.job]
 
     def _dispatch(self) -> int:
         """Launch claimed jobs that fit now, claim more (up to the prefetch window), launch again."""
@@ -320,8 +375,13 @@ class Dispatcher:
 
     def _window(self) -> int:
         """The prefetch window, open only while recent attempts are short: for long jobs a claim's few
-        milliseconds do not matter, and a job claimed ahead would make a later, more urgent one wait."""
-        return self.prefetch if self._recent_duration_s < SHORT_JOB_S else 0
+        milliseconds do not matter, and a job claimed ahead would make a later, more urgent one wait. While
+        the executor lane runs very short jobs, it is wide enough to fill its batches."""
+        if self._recent_duration_s >= SHORT_JOB_S:
+            return 0
+        if self._lane and self._recent_duration_s < LANE_MAX_S:
+            return max(self.prefetch, LANE_WINDOW)
+        return self.prefetch
 
     def _counts(self, attempts) -> ClusterState:
         by_queue: Counter[str] = Counter()
@@ -340,17 +400,25 @@ class Dispatcher:
             return 0
         if self._ready_blocked_at == self._changes and time.monotonic() - self._free_at < RESOURCE_REFRESH_S:
             return 0  # nothing finished or arrived since the last try: the answer would be the same
-        state = self._counts(a.job for a in self.running.values())
+        state = self._counts(self._slots())
         state.free = self._free_resources()
         by_id = {j.id: j for j in self.ready}
         chosen = select_for_dispatch([_candidate(j) for j in self.ready], state, self.policy)
         self._ready_blocked_at = None if chosen else self._changes
         launched = 0
+        taken: set[int] = set()
+        heads = {c.id for c in chosen if self._lane_ok(by_id[c.id])}  # each chosen lane job heads a batch
         for c in chosen:
             job = by_id[c.id]
+            if c.id in heads:
+                launched += self._launch_batch(job, taken, heads)
+                continue
             self.ready.remove(job)
+            taken.add(job.id)
             if self._launch(job):
                 launched += 1
+        if taken:
+            self.ready = [j for j in self.ready if j.id not in taken]
         return launched
 
     def _claim_more(self) -> bool:
@@ -367,10 +435,11 @@ class Dispatcher:
         eligible = [c for c in eligible if c.id not in too_big]
         if not eligible:
             return False
-        state = self._counts([a.job for a in self.running.values()] + self.ready)
+        state = self._counts(self._slots() + self.ready)
         if window:
             # caps raised by the window bound running + claimed-waiting; resources are checked at launch
-            chosen = select_for_dispatch(eligible, state, self._reserve_policy)
+            chosen = select_for_dispatch(eligible, state,
+                                         self._lane_policy if window > self.prefetch else self._reserve_policy)
         else:
             state.free = self._free_resources()
             chosen = select_for_dispatch(eligible, state, self.policy)
@@ -418,31 +487,143 @@ class Dispatcher:
         self._changes += 1
         return True
 
+    # --- the executor lane ----------------------------------------------------------------------------
+
+    def _lane_ok(self, job: ClaimedJob) -> bool:
+        if not self._lane or (job.resources or {}).get("driver"):
+            return False
+        recent = self._kind_s.get((job.queue, job.kind))
+        return recent is not None and recent < LANE_MAX_S
+
+    def _launch_batch(self, first: ClaimedJob, taken: set[int], heads: set[int]) -> int:
+        """Launch ``first`` with the claimed jobs that can share its process (same queue, tenant and shape, in
+        claim order; not another batch's head: ``heads`` start this round and share the waiting jobs)."""
+        jobs = [first]
+        if not self._alone(first):
+            shape = _shape(first.resources)
+            group = [j for j in self.ready if j.id not in taken and j.id not in heads and j.queue == first.queue
+                     and j.tenant_id == first.tenant_id and self._lane_ok(j) and not self._alone(j)
+                     and _shape(j.resources) == shape]
+            recent = max(self._kind_s[(first.queue, first.kind)], 1e-4)
+            share = -(-(len(group) + len(heads)) // len(heads))
+            size = min(LANE_BATCH_MAX, max(1, int(LANE_BATCH_TARGET_S / recent)), share)
+            jobs += group[:size - 1]
+        for j in jobs:
+            taken.add(j.id)
+        try:
+            handle = self.launcher.run_batch(jobs)
+        except Exception as exc:
+            log.exception("could not launch a batch of %d job(s)", len(jobs))
+            self._record([(j, {"status": "failed", "permanent": False, "error": f"launch failed: {exc}"})
+                          for j in jobs])
+            return 0
+        now = time.monotonic()
+        batch = Batch(jobs, handle, now, store.demand_of(first.resources))
+        self.batches.append(batch)
+        for j in jobs:
+            timeout = j.spec.get("timeout_s")  # such a job runs alone: the batch's start is its start
+            self.running[j.id] = Attempt(j, batch, now, now + timeout if timeout else None)
+            self.metrics.wait_time(j.queue, max((utcnow() - j.created_at).total_seconds(), 0.0))
+        self.stats["launched"] += len(jobs)
+        self.stats["lane_batches"] += 1
+        self._changes += 1
+        return len(jobs)
+
+    def _alone(self, job: ClaimedJob) -> bool:
+        return job.id in self._solo or bool(job.spec.get("timeout_s"))
+
+    def _check_batches(self) -> None:
+        """A batch this slow says its kinds are not short after all: their next jobs take tasks until
+        measured short again (the jobs behind the slow one in its batch wait for it, a bounded cost)."""
+        now = time.monotonic()
+        for b in self.batches:
+            if now - b.started > LANE_STUCK_S:
+                for j in b.jobs:
+                    key = (j.queue, j.kind)
+                    self._kind_s[key] = max(self._kind_s.get(key, 0.0), now - b.started)
+
+    def _stop(self, attempt: Attempt) -> None:
+        handle = attempt.handle
+        if isinstance(handle, Batch):
+            if not handle.doomed:
+                handle.doomed = True
+                log.info("stopping the process of job %s (a batch of %d)", attempt.job.id, len(handle.jobs))
+                self.launcher.cancel(handle.handle)
+        else:
+            self.launcher.cancel(handle)
+
+    def _batch_outcomes(self, batch: Batch, value: Any, now: float) -> list[tuple[ClaimedJob, dict[str, Any]]]:
+        self.batches.remove(batch)
+        ran = isinstance(value, list) and len(value) == len(batch.jobs)
+        out = []
+        for i, job in enumerate(batch.jobs):
+            attempt = self.running[job.id]
+            self._solo.discard(job.id)
+            outcome = self._stopped_outcome(attempt)
+            if outcome is None and ran:
+                outcome = value[i]
+                self._learn(job, outcome, now - attempt.started)
+            elif outcome is None and len(batch.jobs) == 1:
+                outcome = value  # the process died under this job alone: an attempt like any other
+            elif outcome is None:
+                # killed to stop another job of the batch, or died under one of them: back in line, uncharged;
+                # after an unexplained death each runs alone, so a job that kills its process is charged
+                if not batch.doomed:
+                    self._solo.add(job.id)
+                outcome = {"status": "interrupted", "error": "its batch's process stopped before the job ended"}
+            out.append((job, outcome))
+        return out
+
+    def _learn(self, job: ClaimedJob, outcome: dict[str, Any], wall: float) -> None:
+        took = outcome.get("duration_s")
+        took = wall if not isinstance(took, int | float) else float(took)
+        key = (job.queue, job.kind)
+        before = self._kind_s.get(key)
+        self._kind_s[key] = took if before is None else 0.7 * before + 0.3 * took
+        self._recent_duration_s = 0.8 * self._recent_duration_s + 0.2 * took
+
+    def _stopped_outcome(self, attempt: Attempt) -> dict[str, Any] | None:
+        if attempt.stopping == "cancelled":
+            return {"status": "cancelled", "error": "cancelled by request"}
+        if attempt.stopping == "preempted":
+            return {"status": "preempted", "preempted_by": attempt.preempted_by,
+                    "error": f"preempted by job {attempt.preempted_by} of higher priority",
+                    "retry_in_s": PREEMPTED_BACKOFF_S}
+        if attempt.stopping == "timed out":
+            limit = attempt.job.spec.get("timeout_s")
+            return {"status": "failed", "permanent": False, "error": f"timed out after {limit} s"}
+        return None
+
     # --- completion ---------------------------------------------------------------------------------
 
     def _collect(self, timeout: float) -> int:
         if not self.running:
             return 0
-        by_handle = {id(a.handle): a for a in self.running.values()}
-        done = self.launcher.wait([a.handle for a in self.running.values()], timeout)
+        by_handle: dict[int, tuple[Any, Attempt | Batch]] = {}
+        for a in self.running.values():
+            if isinstance(a.handle, Batch):
+                by_handle[id(a.handle.handle)] = (a.handle.handle, a.handle)
+            else:
+                by_handle[id(a.handle)] = (a.handle, a)
+        done = self.launcher.wait([h for h, _ in by_handle.values()], timeout)
         outcomes = []
         now = time.monotonic()
         self._changes += len(done)
         for handle, outcome in done:
-            attempt = by_handle[id(handle)]
+            owner = by_handle[id(handle)][1]
+            if isinstance(owner, Batch):
+                outcomes += self._batch_outcomes(owner, outcome, now)
+                continue
+            attempt = owner
             release = getattr(self.launcher, "release", None)
             if release is not None:
                 release(attempt.job)
-            self._recent_duration_s = 0.8 * self._recent_duration_s + 0.2 * (now - attempt.started)
-            if attempt.stopping == "cancelled":
-                outcome = {"status": "cancelled", "error": "cancelled by request"}
-            elif attempt.stopping == "preempted":
-                outcome = {"status": "preempted", "preempted_by": attempt.preempted_by,
-                           "error": f"preempted by job {attempt.preempted_by} of higher priority",
-                           "retry_in_s": PREEMPTED_BACKOFF_S}
-            elif attempt.stopping == "timed out":
-                limit = attempt.job.spec.get("timeout_s")
-                outcome = {"status": "failed", "permanent": False, "error": f"timed out after {limit} s"}
+            stopped = self._stopped_outcome(attempt)
+            if stopped is None:
+                self._learn(attempt.job, outcome, now - attempt.started)
+            else:
+                self._recent_duration_s = 0.8 * self._recent_duration_s + 0.2 * (now - attempt.started)
+                outcome = stopped
             outcomes.append((attempt.job, outcome))
         if self._writer is None:
             self._record(outcomes)
@@ -514,13 +695,21 @@ class Dispatcher:
             "running": dict(Counter(a.job.queue for a in self.running.values())),
             "running_jobs": sorted(self.running),
             "claimed_waiting": len(self.ready),
+            "batches": len(self.batches),
             "stats": dict(self.stats),
         }
 
     def stop_all(self) -> None:
         """Cancel every running attempt (orchestrator shutdown); they are requeued on the next start."""
         for attempt in self.running.values():
-            self.launcher.cancel(attempt.handle)
+            self._stop(attempt)
+
+
+def _shape(resources: dict[str, Any] | None) -> tuple:
+    """A job's resource shape: only jobs of the same shape share a batch."""
+    res = resources or {}
+    return (float(res.get("num_cpus", 1.0)), float(res.get("num_gpus", 0.0)), res.get("memory_mb") or 0,
+            tuple(sorted((res.get("custom") or {}).items())))
 
 
 def _candidate(job: ClaimedJob) -> Candidate:
@@ -558,4 +747,5 @@ def _fmt(resources: dict[str, Any]) -> str:
     return f"{resources.get('num_cpus', 1)} CPUs and {resources.get('num_gpus', 0)} GPUs"
 
 
-__all__ = ["Attempt", "Dispatcher", "Launcher", "Metrics", "NullMetrics", "claimed_from_row"]
+__all__ = ["Attempt", "Batch", "Dispatcher", "LaneLauncher", "Launcher", "Metrics", "NullMetrics",
+           "claimed_from_row"]

@@ -1,8 +1,9 @@
 """Launching job attempts as Ray tasks, and exporting the orchestrator's metrics through Ray.
 
-Each attempt is one Ray task with the job's resources. Ray's own task retries are off (``max_retries=0``):
-mlhub's attempts, with their fencing and backoff, are the only retry policy. Cancellation force-kills the
-worker process, so the work really stops.
+Each attempt is one Ray task with the job's resources, or, for short single-process jobs, one of a batch
+that one task runs (:func:`run_jobs`, the executor lane). Ray's own task retries are off (``max_retries=0``): mlhub's
+attempts, with their fencing and backoff, are the only retry policy. Cancellation force-kills the worker
+process (the attempt's, or the batch's), so the work really stops.
 """
 
 from __future__ import annotations
@@ -27,7 +28,34 @@ def run_attempt(settings_doc: dict[str, Any], job: dict[str, Any]) -> dict[str, 
     return execute(settings_doc, job)
 
 
+@ray.remote(max_retries=0)
+def run_jobs(settings_doc: dict[str, Any], jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The executor lane (:mod:`mlhub.jobs.executor`): a batch of short jobs, one after another, in one worker
+    process that holds the jobs' resource shape once. Ray reuses its worker processes, so the per-process
+    output capture is set up once per worker, not per job."""
+    from mlhub.jobs.executor import run_batch
+
+    return run_batch(settings_doc, jobs)
+
+
+def _options(res: dict[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {"num_cpus": float(res.get("num_cpus", 1.0)), "num_gpus": float(res.get("num_gpus", 0.0))}
+    if res.get("memory_mb"):
+        options["memory"] = int(res["memory_mb"]) * 1024 * 1024
+    if res.get("custom"):
+        options["resources"] = dict(res["custom"])
+    return options
+
+
+def _doc(job: ClaimedJob) -> dict[str, Any]:
+    doc = asdict(job)
+    doc["created_at"] = job.created_at.isoformat()
+    return doc
+
+
 class RayLauncher:
+    supports_lane = True  # short jobs may run in batches, one task per batch (see mlhub.jobs.dispatcher)
+
     def __init__(self, settings_doc: dict[str, Any]) -> None:
         from mlhub.config import Settings
 
@@ -42,14 +70,17 @@ class RayLauncher:
             # the job's Train workers or Tune trials claim its resources; the driver task itself takes none
             options.update(num_cpus=0, num_gpus=0)
         else:
-            options.update(num_cpus=float(res.get("num_cpus", 1.0)), num_gpus=float(res.get("num_gpus", 0.0)))
-            if res.get("memory_mb"):
-                options["memory"] = int(res["memory_mb"]) * 1024 * 1024
-            if res.get("custom"):
-                options["resources"] = dict(res["custom"])
-        doc = asdict(job)
-        doc["created_at"] = job.created_at.isoformat()
-        return run_attempt.options(**options).remote(self._settings_ref, doc)
+            options.update(_options(res))
+        return run_attempt.options(**options).remote(self._settings_ref, _doc(job))
+
+    # --- the executor lane: short single-process jobs in batches (see mlhub.jobs.executor) ---------------
+
+    def run_batch(self, jobs: list[ClaimedJob]) -> ray.ObjectRef:
+        """One task for ``jobs`` (all of ``jobs[0]``'s shape). Through :meth:`wait` its result is the list of
+        their outcomes, or one failure document if its process died; :meth:`cancel` kills it."""
+        options = _options(jobs[0].resources or {})
+        options["name"] = f"mlhub-batch-{jobs[0].id}-{len(jobs)}"
+        return run_jobs.options(**options).remote(self._settings_ref, [_doc(j) for j in jobs])
 
     def wait(self, handles: list[ray.ObjectRef], timeout: float) -> list[tuple[ray.ObjectRef, dict[str, Any]]]:
         if not handles:

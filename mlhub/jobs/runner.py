@@ -94,14 +94,21 @@ def _handlers() -> dict[str, Handler]:
     }
 
 
-def execute(settings_doc: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+def execute(settings_doc: dict[str, Any], job: dict[str, Any], *, output: Any = None,
+            backends: Backends | None = None) -> dict[str, Any]:
     """Run one attempt of ``job`` (a :class:`~mlhub.jobs.store.ClaimedJob` as a dict). The outcome carries
-    the attempt's last log chunks under ``logs``."""
-    ctx = AttemptContext(backends_for(settings_doc), job["id"], job["tenant_id"], job["attempt"], job["name"])
-    capture = OutputCapture(ctx.store_logs)
+    the attempt's last log chunks under ``logs`` and how long the attempt ran under ``duration_s``.
+
+    ``output``: a process-wide capture (:class:`mlhub.jobs.executor.ProcessCapture`) when the attempt runs in
+    an executor among others; by default the attempt captures its own output (:class:`OutputCapture`)."""
+    started = time.perf_counter()
+    ctx = AttemptContext(backends or backends_for(settings_doc), job["id"], job["tenant_id"], job["attempt"],
+                         job["name"])
+    capture = OutputCapture(ctx.store_logs) if output is None else output.attempt(ctx.store_logs)
     with capture:
         outcome = _run(ctx, job)
     outcome["logs"] = capture.take_pending()
+    outcome["duration_s"] = time.perf_counter() - started
     return outcome
 
 
