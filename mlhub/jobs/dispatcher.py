@@ -68,8 +68,8 @@ PREEMPTED_BACKOFF_S = 5.0  # a preempted job waits this long, so the job it made
 METRICS_EXPORT_S = 0.5
 LANE_MAX_S = 0.1  # jobs of a queue and kind whose attempts recently took less than this run in executors
 LANE_BATCH_TARGET_S = 0.05  # a batch holds about this much work (so a waiting job is never long behind one)
-LANE_BATCH_MAX = 32
-LANE_WINDOW = 128  # jobs claimed ahead while the lane is busy
+LANE_BATCH_MAX = 64
+LANE_WINDOW = 256  # jobs claimed ahead while the lane is busy
 LANE_STUCK_S = 2.0  # a batch running this long says its kinds are not short after all
 
 

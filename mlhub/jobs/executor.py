@@ -144,15 +144,19 @@ class ProcessCapture:
     # --- the reader: bytes from the descriptors, attributed under the lock ---------------------------------
 
     def _pump(self) -> None:
+        # this thread must never die: every later write to fd 1 or 2 of the process would block on a full pipe
         fds = list(self._reads)
         while True:
             try:
                 ready, _, _ = select.select(fds, [], [])
+                with self._lock:
+                    for fd in ready:
+                        self._drain_fd(fd)
             except InterruptedError:
                 continue
-            with self._lock:
-                for fd in ready:
-                    self._drain_fd(fd)
+            except Exception:  # noqa: BLE001
+                log.exception("output capture: reading the process's output failed; carrying on")
+                time.sleep(0.01)
 
     def _drain(self) -> None:
         """Everything written to the descriptors so far, to the current attempt (caller holds the lock)."""
@@ -183,12 +187,15 @@ class ProcessCapture:
     def _flush_loop(self) -> None:
         while True:
             time.sleep(FLUSH_INTERVAL_S)
-            with self._lock:
-                self._drain()
-                out = self._current
-            if out is not None:
-                with out.flushing:
-                    _store(out.sink, out.take(final=False))
+            try:
+                with self._lock:
+                    self._drain()
+                    out = self._current
+                if out is not None:
+                    with out.flushing:
+                        _store(out.sink, out.take(final=False))
+            except Exception:  # noqa: BLE001 - a running job's logs are stored at its end anyway
+                log.exception("output capture: storing a running job's output failed; carrying on")
 
     # --- one attempt ----------------------------------------------------------------------------------------
 
