@@ -23,6 +23,7 @@ The Ray specifics live behind :class:`Launcher`, so this logic is tested without
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import random
 import threading
@@ -46,7 +47,7 @@ from mlhub.domain.queueing import (
 )
 from mlhub.domain.schedule import due_occurrence
 from mlhub.domain.specs import parse_spec
-from mlhub.jobs import store
+from mlhub.jobs import capacity, store
 from mlhub.jobs.completion import Recorded, record_outcomes
 from mlhub.jobs.service import job_row
 from mlhub.jobs.store import ClaimedJob
@@ -167,6 +168,8 @@ class Dispatcher:
         self._other_samples: list[Demand] = []
         self._free_at = 0.0
         self._total: Demand | None = None
+        self._recorded_total: Demand | None = None
+        self._recorded_at = -math.inf
         self.stats = Counter()
         self._last_schedules = 0.0
         self._last_sync = 0.0
@@ -232,6 +235,8 @@ class Dispatcher:
         if not launched and not finished and not self.running and not self._recording:
             self.wake.wait(self.idle_poll_s)
             self.wake.clear()
+        if time.monotonic() - self._recorded_at > capacity.REFRESH_EVERY.total_seconds():
+            self._free_resources()  # an idle cluster's size is recorded too, for submit's check
         if time.monotonic() - self._last_metrics > METRICS_EXPORT_S:
             self._last_metrics = time.monotonic()
             self._export_metrics()
@@ -342,11 +347,25 @@ class Dispatcher:
                 self._other_samples = [last, sample]
                 self._others = Demand(cpus=min(last.cpus, sample.cpus), gpus=min(last.gpus, sample.gpus))
                 self._total = total
+                self._record_capacity(total)
         if self._others is None or self._total is None:
             return None
         ours = self._in_flight()
         return Demand(cpus=self._total.cpus - self._others.cpus - ours.cpus,
                       gpus=self._total.gpus - self._others.gpus - ours.gpus)
+
+    def _record_capacity(self, total: Demand) -> None:
+        """Keep the cluster's size in the store (when it changes, and every few minutes) for submit's check."""
+        now = time.monotonic()
+        if total == self._recorded_total and now - self._recorded_at < capacity.REFRESH_EVERY.total_seconds():
+            return
+        try:
+            with self.db.scheduler_scope() as s:
+                capacity.record(s, total)
+        except Exception as exc:  # noqa: BLE001 - a lost write only delays submit's check; dispatch goes on
+            log.warning("could not record the cluster's capacity: %s", exc)
+            return
+        self._recorded_total, self._recorded_at = total, now
 
     def _in_flight(self) -> Demand:
         """What our attempts hold: each task's demand, and each batch's shape."""

@@ -57,3 +57,20 @@ def test_a_job_bigger_than_the_recorded_cluster_is_refused_at_submit(db):
     with db.scheduler_scope() as s:  # a record from long ago says nothing about today's cluster
         s.execute(update(ClusterCapacity).values(updated_at=utcnow() - capacity.FRESH_FOR - timedelta(minutes=1)))
     assert jobs.submit(principal, torch_job("stale-ok", 3)).state == "queued"
+
+
+def test_the_orchestrator_records_the_cluster_size_that_submit_judges_by(db):
+    from mlhub.domain.queueing import DispatchPolicy, QueuePolicy
+    from mlhub.jobs.dispatcher import Dispatcher
+    from tests.support.fake_launcher import FakeLauncher
+
+    svc = TenantService(db)
+    principal = svc.authenticate(svc.create_tenant(f"t-{uuid.uuid4().hex[:8]}")[1])
+    pol = DispatchPolicy(global_cap=2, queues={q: QueuePolicy(concurrency=2)
+                                               for q in ("training", "evaluation", "batch_prediction", "hpo")})
+    Dispatcher(db, FakeLauncher(cpus=2), pol, owner="test", idle_poll_s=0).tick()
+    with db.tenant_scope(principal.tenant_id, readonly=True) as s:  # every tenant may read it
+        row = capacity.known(s)
+        assert row is not None and (row.cpus, row.gpus) == (2.0, 0.0)
+    with pytest.raises(ValidationError, match="cluster has 2 CPUs"):
+        JobService(db).submit(principal, torch_job("wide", 3))
