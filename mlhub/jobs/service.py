@@ -97,6 +97,7 @@ class JobService:
                     return JobInfo.from_row(prior)
             self._check_quota(op.session, principal, 1)
             capacity.check(op.session, [row])
+            row["created_at"] = row["updated_at"] = utcnow()  # queued from now: the checks above came first
             job_id = store.insert_jobs(op.session, [row])[0]
             store.notify(op.session)
             op.target_id = str(job_id)
@@ -116,6 +117,9 @@ class JobService:
         with self.audit.operation(principal, "job.submit_batch", "job", details={"count": len(rows)}) as op:
             self._check_quota(op.session, principal, len(rows))
             capacity.check(op.session, rows)
+            now = utcnow()
+            for row in rows:
+                row["created_at"] = row["updated_at"] = now
             ids = store.insert_jobs(op.session, rows)
             store.notify(op.session)
             op.details.update(first_id=ids[0], last_id=ids[-1])
