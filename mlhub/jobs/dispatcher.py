@@ -6,16 +6,8 @@ incarnation are put back on their queue (their Ray work died with it). Each :met
 and does, in order: pick up new jobs, enqueue due schedule occurrences, stop cancelled and timed-out
 attempts, dispatch what the policy and the cluster allow, and record finished attempts.
 
-Short single-process jobs take the *executor lane*: a batch of claimed jobs of one queue, tenant and
-resource shape goes to one process in one launch (a Ray task holding the shape once, see
-:mod:`mlhub.jobs.executor`), which runs them one after another and replies with all their outcomes. That
-spreads the cost of a Ray submit and wait over many jobs. A batch counts as one running job against the caps
-(its process runs one job at a time; the others wait in it, as claimed jobs wait in ``ready``) and holds one
-shape of resources while it runs. Which jobs are short is learnt per queue and kind from the attempts' own
-durations; a kind not yet measured, a job that fans out (``driver``) or a launcher without the lane takes one
-task per attempt. Stopping a job of a batch kills the batch's process: the batch's other jobs go back in line
-with no attempt charged (``interrupted``); if the process dies on its own, they do too and then each runs in
-a batch of its own, so a job that kills its process is charged for it like any other.
+Short single-process jobs take the *executor lane* (:mod:`mlhub.jobs.lane`): batches of them run one process
+each. Lower-priority jobs of preemptible queues make room for waiting ones (:mod:`mlhub.jobs.preemption`).
 
 The Ray specifics live behind :class:`Launcher`, so this logic is tested without Ray.
 """
@@ -30,29 +22,31 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from mlhub.audit import Principal
 from mlhub.domain.enums import JobState
-from mlhub.domain.queueing import (
-    Candidate,
-    ClusterState,
-    Demand,
-    DispatchPolicy,
-    RunningJob,
-    choose_victims,
-    select_for_dispatch,
-)
+from mlhub.domain.queueing import Candidate, ClusterState, Demand, DispatchPolicy, select_for_dispatch
 from mlhub.domain.schedule import due_occurrence
 from mlhub.domain.specs import parse_spec
 from mlhub.jobs import capacity, store
 from mlhub.jobs.completion import Recorded, record_outcomes
+from mlhub.jobs.lane import LANE_MAX_S, LANE_WINDOW, ExecutorLane
+from mlhub.jobs.launching import (
+    Attempt,
+    Batch,
+    LaneLauncher,
+    Launcher,
+    Metrics,
+    NullMetrics,
+    candidate_of,
+    claimed_from_row,
+)
+from mlhub.jobs.preemption import PREEMPTED_BACKOFF_S, Preemption
 from mlhub.jobs.service import job_row
 from mlhub.jobs.store import ClaimedJob
 from mlhub.store.database import Database
-from mlhub.store.models import Job
 from mlhub.store.types import utcnow
 
 log = logging.getLogger("mlhub.orchestrator")
@@ -64,73 +58,11 @@ CANCEL_CHECK_S = 0.25
 RESOURCE_REFRESH_S = 0.5
 BUSY_POLL_S = 0.02
 SHORT_JOB_S = 1.0
-PREEMPT_CHECK_S = 1.0
-PREEMPTED_BACKOFF_S = 5.0  # a preempted job waits this long, so the job it made room for starts first
 METRICS_EXPORT_S = 0.5
-LANE_MAX_S = 0.1  # jobs of a queue and kind whose attempts recently took less than this run in executors
-LANE_BATCH_TARGET_S = 0.05  # a batch holds about this much work (so a waiting job is never long behind one)
-LANE_BATCH_MAX = 64
-LANE_WINDOW = 256  # jobs claimed ahead while the lane is busy
-LANE_STUCK_S = 2.0  # a batch running this long says its kinds are not short after all
 
 
-class Launcher(Protocol):
-    def launch(self, job: ClaimedJob) -> Any: ...
-    def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, Any]]: ...
-    def cancel(self, handle: Any) -> None: ...
-    def free_resources(self) -> Demand | None: ...
-    def total_resources(self) -> Demand | None: ...
 
-
-class LaneLauncher(Launcher, Protocol):
-    """A launcher with the executor lane (``supports_lane = True``): ``run_batch`` starts one process for
-    ``jobs`` (all of ``jobs[0]``'s resource shape); ``wait`` answers its handle with the list of their
-    outcomes, or with one failure document when the process died; ``cancel`` kills it."""
-
-    supports_lane: bool
-
-    def run_batch(self, jobs: list[ClaimedJob]) -> Any: ...
-
-
-class Metrics(Protocol):
-    def queue_depth(self, queue: str, n: int) -> None: ...
-    def running(self, queue: str, n: int) -> None: ...
-    def wait_time(self, queue: str, seconds: float) -> None: ...
-    def duration(self, queue: str, state: str, seconds: float) -> None: ...
-
-
-class NullMetrics:
-    def queue_depth(self, queue: str, n: int) -> None: ...
-    def running(self, queue: str, n: int) -> None: ...
-    def wait_time(self, queue: str, seconds: float) -> None: ...
-    def duration(self, queue: str, state: str, seconds: float) -> None: ...
-
-
-@dataclass
-class Batch:
-    jobs: list[ClaimedJob]
-    handle: Any  # the launcher's
-    started: float
-    demand: Demand  # the shape it holds while it runs
-    doomed: bool = False  # its process is being killed (a job of the batch is stopped)
-
-
-@dataclass
-class Attempt:
-    job: ClaimedJob
-    handle: Any  # the launcher's handle, or the Batch the job is part of
-    started: float
-    deadline: float | None
-    stopping: str | None = None  # "cancelled" | "timed out" | "preempted"
-    preempted_by: int | None = None
-
-
-def claimed_from_row(row: Job) -> ClaimedJob:
-    return ClaimedJob(row.id, row.tenant_id, row.queue, row.kind, row.name, row.attempt, row.spec, row.resources,
-                      row.created_at)
-
-
-class Dispatcher:
+class Dispatcher(ExecutorLane, Preemption):
     def __init__(self, db: Database, launcher: Launcher, policy: DispatchPolicy, *, owner: str,
                  metrics: Metrics | None = None, rand: Callable[[], float] = random.random,
                  wake: threading.Event | None = None, idle_poll_s: float = 0.1,
@@ -228,9 +160,8 @@ class Dispatcher:
         if self.batches:
             self._check_batches()
         launched = self._dispatch()
-        if not launched and self.policy.preemptible and time.monotonic() - self._last_preempt_check > PREEMPT_CHECK_S:
-            self._last_preempt_check = time.monotonic()
-            self._preempt_for_waiting()
+        if not launched:
+            self._maybe_preempt()
         finished = self._collect(BUSY_POLL_S if self.running else 0.0)
         if not launched and not finished and not self.running and not self._recording:
             self.wake.wait(self.idle_poll_s)
@@ -285,43 +216,6 @@ class Dispatcher:
                 log.info("cancelling job %s attempt %s", job_id, attempt_no)
                 attempt.stopping = "cancelled"
                 self._stop(attempt)
-
-    # --- preemption ---------------------------------------------------------------------------------
-
-    def _preempt_for_waiting(self) -> list[int]:
-        """If the next job the policy would start cannot get the resources it needs, and lower-priority jobs
-        of preemptible queues hold them, stop those jobs: they go back on their queues (no attempt charged)
-        and resume from their last checkpoint when they run again."""
-        now_utc = utcnow()
-        eligible = [c for c, nb in self.pending.values() if nb is None or nb <= now_utc]
-        eligible += [_candidate(j) for j in self.ready]
-        if not eligible:
-            return []
-        free = self._free_resources()
-        if free is None:
-            return []
-        state = self._counts([j for j in self._slots() if self.running[j.id].stopping is None] + self.ready)
-        # state.free stays None: the jobs the caps allow, in the order the policy would start them
-        chosen = select_for_dispatch(eligible, state, self.policy)
-        for c in chosen:
-            if c.demand.fits_in(free):
-                free = Demand(free.cpus - c.demand.cpus, free.gpus - c.demand.gpus)
-                continue
-            now = time.monotonic()
-            running = [RunningJob(a.job.id, a.job.queue, _priority(a.job), store.demand_of(a.job.resources),
-                                  now - a.started) for a in self.running.values() if a.stopping is None
-                       and (not isinstance(a.handle, Batch) or a.handle.jobs[0] is a.job)]  # a batch frees one shape
-            victims = choose_victims(c, free, running, self.policy.preemptible, min_running_s=self.preempt_after_s)
-            for job_id in victims:
-                attempt = self.running[job_id]
-                log.info("preempting job %s (priority %s) for job %s (priority %s)", job_id,
-                         _priority(attempt.job), c.id, c.priority)
-                attempt.stopping = "preempted"
-                attempt.preempted_by = c.id
-                self._stop(attempt)
-                self.stats["preempted"] += 1
-            return victims  # one waiting job at a time: the picture changes once the victims are gone
-        return []
 
     # --- dispatch -----------------------------------------------------------------------------------
 
@@ -422,7 +316,7 @@ class Dispatcher:
         state = self._counts(self._slots())
         state.free = self._free_resources()
         by_id = {j.id: j for j in self.ready}
-        chosen = select_for_dispatch([_candidate(j) for j in self.ready], state, self.policy)
+        chosen = select_for_dispatch([candidate_of(j) for j in self.ready], state, self.policy)
         self._ready_blocked_at = None if chosen else self._changes
         launched = 0
         taken: set[int] = set()
@@ -506,60 +400,7 @@ class Dispatcher:
         self._changes += 1
         return True
 
-    # --- the executor lane ----------------------------------------------------------------------------
-
-    def _lane_ok(self, job: ClaimedJob) -> bool:
-        if not self._lane or (job.resources or {}).get("driver"):
-            return False
-        recent = self._kind_s.get((job.queue, job.kind))
-        return recent is not None and recent < LANE_MAX_S
-
-    def _launch_batch(self, first: ClaimedJob, taken: set[int], heads: set[int]) -> int:
-        """Launch ``first`` with the claimed jobs that can share its process (same queue, tenant and shape, in
-        claim order; not another batch's head: ``heads`` start this round and share the waiting jobs)."""
-        jobs = [first]
-        if not self._alone(first):
-            shape = _shape(first.resources)
-            group = [j for j in self.ready if j.id not in taken and j.id not in heads and j.queue == first.queue
-                     and j.tenant_id == first.tenant_id and self._lane_ok(j) and not self._alone(j)
-                     and _shape(j.resources) == shape]
-            recent = max(self._kind_s[(first.queue, first.kind)], 1e-4)
-            share = -(-(len(group) + len(heads)) // len(heads))
-            size = min(LANE_BATCH_MAX, max(1, int(LANE_BATCH_TARGET_S / recent)), share)
-            jobs += group[:size - 1]
-        for j in jobs:
-            taken.add(j.id)
-        try:
-            handle = self.launcher.run_batch(jobs)
-        except Exception as exc:
-            log.exception("could not launch a batch of %d job(s)", len(jobs))
-            self._record([(j, {"status": "failed", "permanent": False, "error": f"launch failed: {exc}"})
-                          for j in jobs])
-            return 0
-        now = time.monotonic()
-        batch = Batch(jobs, handle, now, store.demand_of(first.resources))
-        self.batches.append(batch)
-        for j in jobs:
-            timeout = j.spec.get("timeout_s")  # such a job runs alone: the batch's start is its start
-            self.running[j.id] = Attempt(j, batch, now, now + timeout if timeout else None)
-            self.metrics.wait_time(j.queue, max((utcnow() - j.created_at).total_seconds(), 0.0))
-        self.stats["launched"] += len(jobs)
-        self.stats["lane_batches"] += 1
-        self._changes += 1
-        return len(jobs)
-
-    def _alone(self, job: ClaimedJob) -> bool:
-        return job.id in self._solo or bool(job.spec.get("timeout_s"))
-
-    def _check_batches(self) -> None:
-        """A batch this slow says its kinds are not short after all: their next jobs take tasks until
-        measured short again (the jobs behind the slow one in its batch wait for it, a bounded cost)."""
-        now = time.monotonic()
-        for b in self.batches:
-            if now - b.started > LANE_STUCK_S:
-                for j in b.jobs:
-                    key = (j.queue, j.kind)
-                    self._kind_s[key] = max(self._kind_s.get(key, 0.0), now - b.started)
+    # --- stopping and learning -----------------------------------------------------------------------
 
     def _stop(self, attempt: Attempt) -> None:
         handle = attempt.handle
@@ -570,28 +411,6 @@ class Dispatcher:
                 self.launcher.cancel(handle.handle)
         else:
             self.launcher.cancel(handle)
-
-    def _batch_outcomes(self, batch: Batch, value: Any, now: float) -> list[tuple[ClaimedJob, dict[str, Any]]]:
-        self.batches.remove(batch)
-        ran = isinstance(value, list) and len(value) == len(batch.jobs)
-        out = []
-        for i, job in enumerate(batch.jobs):
-            attempt = self.running[job.id]
-            self._solo.discard(job.id)
-            outcome = self._stopped_outcome(attempt)
-            if outcome is None and ran:
-                outcome = value[i]
-                self._learn(job, outcome, now - attempt.started)
-            elif outcome is None and len(batch.jobs) == 1:
-                outcome = value  # the process died under this job alone: an attempt like any other
-            elif outcome is None:
-                # killed to stop another job of the batch, or died under one of them: back in line, uncharged;
-                # after an unexplained death each runs alone, so a job that kills its process is charged
-                if not batch.doomed:
-                    self._solo.add(job.id)
-                outcome = {"status": "interrupted", "error": "its batch's process stopped before the job ended"}
-            out.append((job, outcome))
-        return out
 
     def _learn(self, job: ClaimedJob, outcome: dict[str, Any], wall: float) -> None:
         took = outcome.get("duration_s")
@@ -696,8 +515,7 @@ class Dispatcher:
             if attempt is not None and rec.state is not None:
                 self.metrics.duration(job.queue, rec.state.value, time.monotonic() - attempt.started)
             if rec.state in (JobState.RETRYING, JobState.QUEUED):
-                cand = Candidate(id=job.id, tenant_id=job.tenant_id, queue=job.queue,
-                                 priority=int(_priority(job)), demand=store.demand_of(job.resources))
+                cand = candidate_of(job)
                 self.pending[job.id] = (cand, store.retry_after(rec.retry_in_s or 0.0))
             self.stats[rec.state.value if rec.state else "stale"] += 1
 
@@ -724,18 +542,6 @@ class Dispatcher:
             self._stop(attempt)
 
 
-def _shape(resources: dict[str, Any] | None) -> tuple:
-    """A job's resource shape: only jobs of the same shape share a batch."""
-    res = resources or {}
-    return (float(res.get("num_cpus", 1.0)), float(res.get("num_gpus", 0.0)), res.get("memory_mb") or 0,
-            tuple(sorted((res.get("custom") or {}).items())))
-
-
-def _candidate(job: ClaimedJob) -> Candidate:
-    return Candidate(id=job.id, tenant_id=job.tenant_id, queue=job.queue, priority=_priority(job),
-                     demand=store.demand_of(job.resources))
-
-
 def _widened(policy: DispatchPolicy, extra: int) -> DispatchPolicy:
     """The policy with every cap raised by ``extra`` (paused queues stay paused): what may be claimed ahead."""
     from mlhub.domain.queueing import QueuePolicy
@@ -747,13 +553,6 @@ def _widened(policy: DispatchPolicy, extra: int) -> DispatchPolicy:
         tenant_cap=None if policy.tenant_cap is None else policy.tenant_cap + extra,
         tenant_caps={t: c + extra for t, c in policy.tenant_caps.items()},
     )
-
-
-def _priority(job: ClaimedJob) -> int:
-    from mlhub.domain.specs import PRIORITY_LEVELS
-
-    p = job.spec.get("priority", 0)
-    return PRIORITY_LEVELS.get(p, 0) if isinstance(p, str) else int(p)
 
 
 def _schedule_spec(sched):
