@@ -83,7 +83,8 @@ def _draw(ax, data: dict[str, tuple[list[float], list[float]]], *, title: str | 
     ax.legend(fontsize="small")
 
 
-def _save(fig, out: Path, dpi: int) -> Path:
+def save_png(fig, out: Path, dpi: int) -> Path:
+    """Lay out and write ``fig`` as a PNG; a place that cannot be written is a ValidationError."""
     fig.tight_layout()
     try:
         fig.savefig(out, format="png", dpi=dpi)
@@ -99,7 +100,7 @@ def plot_curves(series: Mapping[str, Series], out: Path, title: str, *, xlabel: 
     target = _target(out)
     fig, (ax,) = _figure(1)
     _draw(ax, data, title=title, xlabel=xlabel, ylabel=ylabel)
-    return _save(fig, target, dpi)
+    return save_png(fig, target, dpi)
 
 
 def plot_loss_and_metrics(series: Mapping[str, Series], out: Path, title: str, *, xlabel: str = "epoch",
@@ -115,4 +116,4 @@ def plot_loss_and_metrics(series: Mapping[str, Series], out: Path, title: str, *
     for ax, (name, keys) in zip(axes, groups, strict=True):
         _draw(ax, {k: data[k] for k in keys}, title=name, xlabel=xlabel, ylabel=None)
     fig.suptitle(title)
-    return _save(fig, target, dpi)
+    return save_png(fig, target, dpi)

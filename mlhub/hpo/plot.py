@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mlhub.errors import ValidationError
+from mlhub.plots import save_png
 
 MAX_PARAM_PANELS = 8
 MAX_LEGEND = 12
@@ -67,9 +68,4 @@ def plot_trials(curves: Mapping[str, Sequence[tuple[int, float]]], trials: Seque
     for ax in axes[panels:]:
         ax.set_visible(False)
     fig.suptitle(title)
-    fig.tight_layout()
-    try:
-        fig.savefig(out, format="png", dpi=dpi)
-    except OSError as exc:
-        raise ValidationError(f"cannot write the plot to {out}: {exc.strerror or exc}") from exc
-    return out.resolve()
+    return save_png(fig, out, dpi)

@@ -82,6 +82,21 @@ def data_dir(hub_settings) -> Path:
     return path
 
 
+def wait_until_gone(pid: int, what: str, timeout: float = 15) -> None:
+    """Fail the test unless process ``pid`` has exited within ``timeout`` seconds."""
+    import os
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{what} {pid} still alive after cancellation")
+
+
 def pid_of(hub, job_id: int, timeout: float = 60.0) -> int:
     """The worker pid a job's attempt printed when it started (its first log line)."""
     import re
@@ -97,3 +112,15 @@ def pid_of(hub, job_id: int, timeout: float = 60.0) -> int:
 
 
 __all__ = ["ORCHESTRATOR", "os", "pid_of"]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request, tmp_path):
+    """A fresh, migrated database of each kind (a test module may override it)."""
+    from mlhub.store.database import Database
+
+    url = f"sqlite:///{tmp_path / 'd.db'}" if request.param == "sqlite" else request.getfixturevalue("fresh_pg_url")
+    database = Database(url)
+    database.upgrade()
+    yield database
+    database.dispose()

@@ -13,19 +13,9 @@ from mlhub.domain.specs import parse_spec
 from mlhub.errors import ValidationError
 from mlhub.jobs import capacity
 from mlhub.jobs.service import JobService
-from mlhub.store.database import Database
 from mlhub.store.models import ClusterCapacity
 from mlhub.store.types import utcnow
 from mlhub.tenancy import TenantService
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'c.db'}" if request.param == "sqlite" else request.getfixturevalue("fresh_pg_url")
-    database = Database(url)
-    database.upgrade()
-    yield database
-    database.dispose()
 
 
 def torch_job(name: str, workers: int, **kw):

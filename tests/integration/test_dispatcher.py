@@ -33,18 +33,6 @@ def diag(name: str = "d", **kw) -> object:
     return parse_spec(doc)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request, tmp_path):
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'd.db'}")
-        database.upgrade()
-    else:
-        database = Database(request.getfixturevalue("fresh_pg_url"))
-        database.upgrade()
-    yield database
-    database.dispose()
-
-
 def tenant(db):
     svc = TenantService(db)
     return svc.authenticate(svc.create_tenant(f"t-{uuid.uuid4().hex[:8]}")[1])

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import func, select
 
 from mlhub.jobs.dispatcher import Dispatcher
 from mlhub.jobs.service import JobService
-from mlhub.store.database import Database
 from mlhub.store.models import JobEvent
 from tests.integration.test_dispatcher import diag, drain, policy, state_of, tenant
 from tests.support.fake_launcher import FakeLauncher
 
 OK = {"status": "succeeded", "result": {"kind": "diagnostic"}, "duration_s": 0.001}
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request, tmp_path):
-    url = f"sqlite:///{tmp_path / 'd.db'}" if request.param == "sqlite" else request.getfixturevalue("fresh_pg_url")
-    database = Database(url)
-    database.upgrade()
-    yield database
-    database.dispose()
 
 
 def drain_new(d: Dispatcher, rounds: int = 10) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 
 import pytest
 import ray
@@ -15,7 +14,7 @@ from sqlalchemy import func, select
 from actors import orchestrator as orch
 from mlhub.errors import JobFailed
 from mlhub.store.models import JobEvent
-from tests.integration.conftest import ORCHESTRATOR, pid_of
+from tests.integration.conftest import ORCHESTRATOR, pid_of, wait_until_gone
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres]
 
@@ -69,15 +68,7 @@ def test_cancelling_a_job_of_a_batch_stops_it_and_the_others_succeed_once(hub):
     others = [j for j in jobs if j is not sleeper]
     assert all(j.wait(timeout=120).state == "succeeded" for j in others)
     assert [succeeded_events(hub, j.id) for j in others] == [1] * len(others)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail(f"process {pid} still alive after cancellation")
+    wait_until_gone(pid, "process")
 
 
 def test_a_killed_batch_process_is_retried_and_each_job_succeeds_once(hub):

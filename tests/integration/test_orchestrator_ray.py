@@ -16,7 +16,7 @@ from sqlalchemy import func, select, text
 from actors import orchestrator as orch
 from mlhub.errors import JobFailed
 from mlhub.store.models import JobEvent, ModelVersion, RegisteredModel
-from tests.integration.conftest import ORCHESTRATOR, pid_of
+from tests.integration.conftest import ORCHESTRATOR, pid_of, wait_until_gone
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres]
 
@@ -89,15 +89,7 @@ def test_cancelling_a_running_job_really_stops_it(hub):
     job.cancel()
     with pytest.raises(JobFailed, match="cancelled"):
         job.wait(timeout=30)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail(f"worker {pid} still alive after cancellation")
+    wait_until_gone(pid, "worker")
 
 
 def test_a_killed_worker_is_retried_and_registers_its_model_once(hub):
