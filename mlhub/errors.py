@@ -90,6 +90,12 @@ class ConflictError(MlhubError):
     exit_code = 5
 
 
+class PromotionRefused(ConflictError):
+    """A promotion failed one of the model's gates; ``details["gates"]`` holds every verdict with its numbers."""
+
+    code = "promotion_refused"
+
+
 class TenantAccessDenied(MlhubError):
     """The caller's tenant may not touch this resource. The REST API answers 404 for reads so that other
     tenants' resources are indistinguishable from missing ones; this error is for writes and policies."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mlhub.domain.enums import ModelStage, sql_in
@@ -96,6 +96,9 @@ class Promotion(TenantMixin, IdMixin, CreatedAtMixin, Base):
     )
     target_kind: Mapped[str] = mapped_column(String(8), nullable=False)
     target: Mapped[str] = mapped_column(String(64), nullable=False)
+    #: promote (through the gates or forced), rollback (back to the previous holder), or archive (a
+    #: production version moved aside by a newer one)
+    action: Mapped[str] = mapped_column(String(16), nullable=False, default="promote", server_default="promote")
     from_version_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey(_FK_VERSION, ondelete="SET NULL"))
     to_version_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey(_FK_VERSION, ondelete="SET NULL"))
     actor: Mapped[str] = mapped_column(String(128), nullable=False)
@@ -103,7 +106,11 @@ class Promotion(TenantMixin, IdMixin, CreatedAtMixin, Base):
     forced: Mapped[bool] = mapped_column(nullable=False, default=False)
     gate_results: Mapped[list[Any]] = mapped_column(nullable=False, default=list)
 
-    __table_args__ = (CheckConstraint("target_kind IN ('alias', 'stage')", name="target_kind"),)
+    __table_args__ = (
+        CheckConstraint("target_kind IN ('alias', 'stage')", name="target_kind"),
+        CheckConstraint("action IN ('promote', 'rollback', 'archive')", name="action"),
+        Index("ix_promotions_model_target", "model_id", "target_kind", "target", "id"),
+    )
 
 
 class Evaluation(TenantMixin, IdMixin, CreatedAtMixin, Base):
@@ -118,6 +125,8 @@ class Evaluation(TenantMixin, IdMixin, CreatedAtMixin, Base):
     confusion_matrix: Mapped[list[Any] | None] = mapped_column(nullable=True)
     labels: Mapped[list[Any] | None] = mapped_column(nullable=True)
     plot_artifact_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("artifacts.id", ondelete="SET NULL"))
+
+    __table_args__ = (Index("ix_evaluations_version_dataset", "version_id", "dataset", "id"),)
 
 
 class BatchPrediction(TenantMixin, IdMixin, CreatedAtMixin, Base):
