@@ -25,6 +25,7 @@ from mlhub.domain.specs import load_spec_file, parse_spec
 from mlhub.errors import AuthenticationError, JobFailed, ValidationError
 from mlhub.jobs.service import JobService, ScheduleInfo
 from mlhub.jobs.store import JobInfo
+from mlhub.registry.api import Models
 from mlhub.registry.service import ModelSummary, RegistryService
 
 
@@ -89,7 +90,9 @@ class Hub:
         self.backends.ensure_schema()
         self.principal = resolve_principal(self.backends, api_key, source=source)
         self.jobs = JobService(self.backends.db, queue_resources=self.settings.queue_resources)
-        self.registry = RegistryService(self.backends.db)
+        self.registry = RegistryService(self.backends.db, cache=self.backends.cache,
+                                        cache_ttl_s=self.settings.cache_ttl_s)
+        self.models = Models(self.registry, self.principal, self.backends.artifacts)
 
     def close(self) -> None:
         self.backends.close()
@@ -160,7 +163,8 @@ class Hub:
         return self.registry.list_models(self.principal)
 
     def load_model(self, ref: str):
-        """``name``, ``name@alias`` or ``name/VERSION`` -> (version info, model with .predict)."""
+        """``name``, ``name@alias`` or ``name/VERSION`` -> (version info, raw model with .predict). Prefer
+        ``hub.models.load(ref)``: a :class:`~mlhub.registry.api.ReadyModel` that checks inputs against the schema."""
         return self.registry.load(self.principal, ref, self.backends.artifacts)
 
 

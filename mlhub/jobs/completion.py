@@ -111,8 +111,16 @@ def _register(s, job: ClaimedJob, result: dict[str, Any]):
         artifact_sha256=result["artifact_sha256"], created_by=f"job:{job.id}", job_id=job.id,
         job_attempt=job.attempt, run_id=result.get("run_id"), metrics=result.get("metrics"),
         input_schema=dict(result.get("input_schema") or {}, task=result.get("task"), classes=result.get("classes")),
-        reference_stats=result.get("reference_stats"), dataset_fingerprint=result.get("dataset_fingerprint"),
-        task=result.get("task"))
+        output_schema=_output_schema(result), reference_stats=result.get("reference_stats"),
+        dataset_fingerprint=result.get("dataset_fingerprint"), code_version=result.get("code_version"),
+        label=result.get("label"), task=result.get("task"))
+
+
+def _output_schema(result: dict[str, Any]) -> dict[str, Any]:
+    """What the model's predict returns: a class label out of ``classes``, or a number."""
+    if result.get("task") == "classification":
+        return {"prediction": "label", "classes": result.get("classes")}
+    return {"prediction": "number"}
 
 
 def _record_one(s, job: ClaimedJob, outcome: dict[str, Any], rand: Callable[[], float]) -> Recorded:

@@ -1,12 +1,13 @@
-"""The model registry, minimal floor: registered models, numbered immutable versions, lookups, loading.
+"""The model registry: registered models, numbered immutable versions, cached lookups, safe loading.
 
-Registration is idempotent on (model, job): a job that is retried or redelivered registers its model
-once. The Registry issue adds aliases, stages, gated promotion and cached lookups on top of this.
+Registration is idempotent on (model, job): a job that is retried or redelivered registers its model once.
+Aliases, stages and gated promotion live in :mod:`mlhub.registry.promotion`; tags, deletion, garbage
+collection and comparison in :mod:`mlhub.registry.maintenance`. Both are mixins of :class:`RegistryService`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -14,37 +15,20 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mlhub.audit import AuditLog, Principal
+from mlhub.cache import keys
+from mlhub.cache.base import Cache
+from mlhub.domain.enums import ModelStage
 from mlhub.domain.specs import parse_model_ref
 from mlhub.errors import NotFoundError, ValidationError
+from mlhub.registry.maintenance import MaintenanceMixin
+from mlhub.registry.promotion import PromotionMixin
+from mlhub.registry.rows import DELETED, READY, VersionInfo, aliases_of, gates_of, model_row, resolve_in
 from mlhub.store.database import Database
-from mlhub.store.models import ModelAlias, ModelVersion, RegisteredModel
+from mlhub.store.models import Evaluation, ModelAlias, ModelVersion, RegisteredModel
 from mlhub.store.types import utcnow
 
-
-@dataclass(frozen=True)
-class VersionInfo:
-    id: int
-    model: str
-    version: int
-    framework: str
-    model_format: str
-    stage: str
-    artifact_id: int | None
-    artifact_sha256: str | None
-    metrics: dict[str, Any]
-    input_schema: dict[str, Any] | None
-    reference_stats: dict[str, Any] | None
-    run_id: int | None
-    job_id: int | None
-    dataset_fingerprint: str | None
-    created_at: datetime
-    tags: dict[str, Any]
-
-    @classmethod
-    def from_row(cls, v: ModelVersion, model_name: str) -> VersionInfo:
-        return cls(v.id, model_name, v.version, v.framework, v.model_format, v.stage, v.artifact_id,
-                   v.artifact_sha256, v.metrics, v.input_schema, v.reference_stats, v.run_id, v.job_id,
-                   v.dataset_fingerprint, v.created_at, v.tags)
+__all__ = ["EvaluationInfo", "ModelDetail", "ModelSummary", "RegistryService", "VersionInfo", "register_version",
+           "resolve_in"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +39,39 @@ class ModelSummary:
     framework: str | None
     latest_metrics: dict[str, Any]
     updated_at: datetime
+    aliases: dict[str, int] = field(default_factory=dict)
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelDetail:
+    """A registered model: its description, tags, gates, which version holds each alias and stage."""
+
+    name: str
+    task: str | None
+    description: str | None
+    tags: dict[str, Any]
+    gates: list[str]
+    aliases: dict[str, int]
+    stages: dict[str, list[int]]
+    versions: int
+    latest_version: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class EvaluationInfo:
+    id: int
+    version: int
+    dataset: str
+    task: str
+    metrics: dict[str, Any]
+    confusion_matrix: list[Any] | None
+    labels: list[Any] | None
+    job_id: int | None
+    plot_artifact_id: int | None
+    created_at: datetime
 
 
 def register_version(
@@ -72,14 +89,20 @@ def register_version(
     run_id: int | None = None,
     metrics: dict[str, Any] | None = None,
     input_schema: dict[str, Any] | None = None,
+    output_schema: dict[str, Any] | None = None,
     reference_stats: dict[str, Any] | None = None,
     dataset_fingerprint: str | None = None,
+    code_version: str | None = None,
+    parent_version_id: int | None = None,
+    label: str | None = None,
+    description: str | None = None,
     task: str | None = None,
     tags: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """Create the next version of ``model_name`` (creating the model on first use), inside a tenant scope.
 
-    Idempotent on ``job_id``: the version a job already registered is returned unchanged.
+    Idempotent on ``job_id``: the version a job already registered is returned unchanged. Numbers are never
+    reused: a deleted version keeps its row (status ``deleted``), so the next one is still max + 1.
     """
     model = session.scalar(select(RegisteredModel).where(
         RegisteredModel.tenant_id == tenant_id, RegisteredModel.name == model_name).with_for_update())
@@ -96,9 +119,10 @@ def register_version(
     version = ModelVersion(
         tenant_id=tenant_id, model_id=model.id, version=latest + 1, framework=framework,
         model_format=model_format, artifact_id=artifact_id, artifact_sha256=artifact_sha256,
-        input_schema=input_schema, reference_stats=reference_stats, metrics=metrics or {}, run_id=run_id,
-        job_id=job_id, job_attempt=job_attempt, dataset_fingerprint=dataset_fingerprint, created_by=created_by,
-        tags=tags or {}, stage="none", status="ready",
+        input_schema=input_schema, output_schema=output_schema, reference_stats=reference_stats,
+        metrics=metrics or {}, run_id=run_id, job_id=job_id, job_attempt=job_attempt,
+        dataset_fingerprint=dataset_fingerprint, code_version=code_version, parent_version_id=parent_version_id,
+        label=label, description=description, created_by=created_by, tags=tags or {}, stage="none", status=READY,
     )
     session.add(version)
     model.updated_at = utcnow()
@@ -106,40 +130,104 @@ def register_version(
     return version
 
 
-class RegistryService:
-    def __init__(self, db: Database, audit: AuditLog | None = None) -> None:
+class RegistryService(PromotionMixin, MaintenanceMixin):
+    """The model registry of one process: reads, cached ``name@alias`` / ``name/N`` lookups, safe loading;
+    promotion (:mod:`mlhub.registry.promotion`) and upkeep (:mod:`mlhub.registry.maintenance`) as mixins.
+
+    ``cache`` (the process's :class:`~mlhub.cache.Cache`, Redis when configured) holds resolved versions for
+    ``cache_ttl_s``; every change through this service deletes the keys it makes stale once its transaction
+    has committed, so a promotion is visible at once in every process sharing the cache (an in-process
+    cache in another process may serve the old answer until its TTL: use Redis across processes).
+    """
+
+    def __init__(self, db: Database, audit: AuditLog | None = None, *, cache: Cache | None = None,
+                 cache_ttl_s: float | None = None) -> None:
         self.db = db
         self.audit = audit or AuditLog(db)
+        self.cache = cache
+        self.cache_ttl_s = cache_ttl_s
+
+    # --- reads --------------------------------------------------------------------------------------
 
     def list_models(self, principal: Principal) -> list[ModelSummary]:
-        with self.db.tenant_scope(principal.tenant_id, readonly=True) as s:
-            models = s.scalars(select(RegisteredModel).where(RegisteredModel.tenant_id == principal.tenant_id)
+        t = principal.tenant_id
+        with self.db.tenant_scope(t, readonly=True) as s:
+            models = s.scalars(select(RegisteredModel).where(RegisteredModel.tenant_id == t)
                                .order_by(RegisteredModel.name)).all()
+            live = (select(ModelVersion.model_id, func.max(ModelVersion.version).label("latest"),
+                           func.count().label("n"))
+                    .where(ModelVersion.tenant_id == t, ModelVersion.status != DELETED)
+                    .group_by(ModelVersion.model_id).subquery())
+            counts = {m: (latest, n) for m, latest, n in s.execute(select(live))}
+            latest_rows = {v.model_id: v for v in s.scalars(select(ModelVersion).join(
+                live, (live.c.model_id == ModelVersion.model_id) & (live.c.latest == ModelVersion.version)))}
+            aliases: dict[int, dict[str, int]] = {}
+            for model_id, alias, number in s.execute(
+                    select(ModelAlias.model_id, ModelAlias.alias, ModelVersion.version)
+                    .join(ModelVersion, ModelVersion.id == ModelAlias.version_id)
+                    .where(ModelAlias.tenant_id == t).order_by(ModelAlias.alias)):
+                aliases.setdefault(model_id, {})[alias] = number
             out = []
             for m in models:
-                latest = s.scalar(select(ModelVersion).where(ModelVersion.model_id == m.id)
-                                  .order_by(ModelVersion.version.desc()).limit(1))
-                count = s.scalar(select(func.count()).select_from(ModelVersion).where(ModelVersion.model_id == m.id))
-                out.append(ModelSummary(m.name, latest.version if latest else None, count,
-                                        latest.framework if latest else None, latest.metrics if latest else {},
-                                        m.updated_at))
+                latest, n = counts.get(m.id, (None, 0))
+                row = latest_rows.get(m.id)
+                out.append(ModelSummary(m.name, latest, n, row.framework if row else None,
+                                        dict(row.metrics or {}) if row else {}, m.updated_at,
+                                        aliases.get(m.id, {}), m.description))
             return out
 
-    def versions(self, principal: Principal, name: str) -> list[VersionInfo]:
+    def show(self, principal: Principal, name: str) -> ModelDetail:
         with self.db.tenant_scope(principal.tenant_id, readonly=True) as s:
-            model = self._model(s, principal, name)
-            rows = s.scalars(select(ModelVersion).where(ModelVersion.model_id == model.id)
-                             .order_by(ModelVersion.version)).all()
-            return [VersionInfo.from_row(v, name) for v in rows]
+            m = model_row(s, principal, name)
+            rows = s.execute(select(ModelVersion.version, ModelVersion.stage).where(
+                ModelVersion.model_id == m.id, ModelVersion.status != DELETED).order_by(ModelVersion.version)).all()
+            stages: dict[str, list[int]] = {}
+            for number, stage in rows:
+                if stage != ModelStage.NONE.value:
+                    stages.setdefault(stage, []).append(number)
+            return ModelDetail(m.name, m.task, m.description, dict(m.tags or {}), [str(g) for g in gates_of(m)],
+                               aliases_of(s, m.id), stages, len(rows), rows[-1][0] if rows else None, m.created_at,
+                               m.updated_at)
+
+    def versions(self, principal: Principal, name: str, *, include_deleted: bool = False) -> list[VersionInfo]:
+        with self.db.tenant_scope(principal.tenant_id, readonly=True) as s:
+            model = model_row(s, principal, name)
+            q = select(ModelVersion).where(ModelVersion.model_id == model.id)
+            if not include_deleted:
+                q = q.where(ModelVersion.status != DELETED)
+            by_version: dict[int, list[str]] = {}
+            for alias, number in aliases_of(s, model.id).items():
+                by_version.setdefault(number, []).append(alias)
+            return [VersionInfo.from_row(v, name, tuple(by_version.get(v.version, ())))
+                    for v in s.scalars(q.order_by(ModelVersion.version))]
 
     def resolve(self, principal: Principal, ref: str) -> VersionInfo:
-        """``name`` (latest), ``name@alias`` or ``name/VERSION`` to a version of this tenant."""
+        """``name`` (latest), ``name@alias`` or ``name/VERSION`` to a version of this tenant.
+
+        Alias and version lookups go through the cache; a bare name (the latest version, which a finishing
+        training job can change at any moment) always reads the database.
+        """
         try:
             name, alias, number = parse_model_ref(ref)
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
+        key = None
+        if self.cache is not None and (alias is not None or number is not None):
+            t = principal.tenant_id
+            key = keys.registry_alias(t, name, alias) if alias else keys.registry_version(t, name, number or 0)
+            doc = self.cache.get_json(key)
+            if doc is not None:
+                try:
+                    return VersionInfo.from_doc(doc)
+                except (TypeError, ValueError, KeyError):  # an entry of another layout: reload it
+                    pass
         with self.db.tenant_scope(principal.tenant_id, readonly=True) as s:
-            return VersionInfo.from_row(resolve_in(s, principal.tenant_id, name, alias, number), name)
+            row = resolve_in(s, principal.tenant_id, name, alias, number)
+            aliases = tuple(a for a, n in aliases_of(s, row.model_id).items() if n == row.version)
+            info = VersionInfo.from_row(row, name, aliases)
+        if key is not None:
+            self.cache.set_json(key, info.to_doc(), self.cache_ttl_s)
+        return info
 
     def load(self, principal: Principal, ref: str, artifacts):
         """Resolve ``ref`` and load its model safely from the artifact store (bytes verified by sha256)."""
@@ -151,32 +239,24 @@ class RegistryService:
         payload = artifacts.read_bytes(principal.tenant_id, info.artifact_sha256)
         return info, load_model(info.framework, info.model_format, payload)
 
-    @staticmethod
-    def _model(s: Session, principal: Principal, name: str) -> RegisteredModel:
-        model = s.scalar(select(RegisteredModel).where(
-            RegisteredModel.tenant_id == principal.tenant_id, RegisteredModel.name == name))
-        if model is None:
-            raise NotFoundError(f"model {name!r} not found")
-        return model
+    def evaluations(self, principal: Principal, ref: str, *, dataset: str | None = None) -> list[EvaluationInfo]:
+        """The evaluations of one version, newest first."""
+        info = self.resolve(principal, ref)
+        q = select(Evaluation).where(Evaluation.tenant_id == principal.tenant_id, Evaluation.version_id == info.id)
+        if dataset is not None:
+            q = q.where(Evaluation.dataset == dataset)
+        with self.db.tenant_scope(principal.tenant_id, readonly=True) as s:
+            return [EvaluationInfo(e.id, info.version, e.dataset, e.task, dict(e.metrics or {}), e.confusion_matrix,
+                                   e.labels, e.job_id, e.plot_artifact_id, e.created_at)
+                    for e in s.scalars(q.order_by(Evaluation.id.desc()))]
 
+    # --- shared by the mixins -------------------------------------------------------------------------
 
-def resolve_in(s: Session, tenant_id: str, name: str, alias: str | None, number: int | None) -> ModelVersion:
-    model = s.scalar(select(RegisteredModel).where(RegisteredModel.tenant_id == tenant_id,
-                                                   RegisteredModel.name == name))
-    if model is None:
-        raise NotFoundError(f"model {name!r} not found")
-    q = select(ModelVersion).where(ModelVersion.model_id == model.id)
-    if alias is not None:
-        target = s.scalar(select(ModelAlias.version_id).where(ModelAlias.model_id == model.id,
-                                                              ModelAlias.alias == alias))
-        if target is None:
-            raise NotFoundError(f"model {name!r} has no alias {alias!r}")
-        q = q.where(ModelVersion.id == target)
-    elif number is not None:
-        q = q.where(ModelVersion.version == number)
-    else:
-        q = q.order_by(ModelVersion.version.desc()).limit(1)
-    version = s.scalar(q)
-    if version is None:
-        raise NotFoundError(f"model {name!r} has no version {number}" if number else f"model {name!r} has no versions")
-    return version
+    def _invalidate(self, tenant_id: str, name: str, *, aliases=(), versions=()) -> None:
+        """Delete cached lookups that a committed change made stale (best effort, like every cache write)."""
+        if self.cache is None:
+            return
+        stale = [keys.registry_alias(tenant_id, name, a) for a in set(aliases)]
+        stale += [keys.registry_version(tenant_id, name, v) for v in set(versions)]
+        if stale:
+            self.cache.delete(*stale)
