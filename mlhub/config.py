@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     cache_ttl_s: float = Field(default=30.0, gt=0, le=86_400, description="TTL of registry lookups in cache.")
     cache_max_entries: int = Field(default=10_000, ge=1, description="Size of the in-process LRU cache.")
     backend_timeout_s: float = Field(default=2.0, gt=0, le=60, description="Timeout for Redis/MongoDB calls.")
+    prediction_cache_ttl_s: float = Field(
+        default=30 * 86_400, gt=0, le=3650 * 86_400,
+        description="How long Redis keeps a cached batch prediction (the embedded store under MLHUB_HOME/cache "
+        "keeps entries until deleted).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
 
     @field_validator("home", mode="after")

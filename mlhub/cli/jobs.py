@@ -174,13 +174,19 @@ def predict(
     output: str | None = typer.Option(None, "--output", help="Parquet file to write (default: an artifact)."),
     id_column: str | None = typer.Option(None, "--id-column"),
     on_error: str | None = typer.Option(None, "--on-error", help="skip or fail on bad rows."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Ray Data actors scoring the rows, "
+                                       "--cpus each (default 1: the job's own process)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Rows per model call (default 4096)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Predict every row, neither reading nor writing "
+                                  "the prediction cache."),
     priority: str | None = PRIORITY_OPT, max_attempts: int | None = ATTEMPTS_OPT, cpus: float | None = CPUS_OPT,
     gpus: float | None = GPUS_OPT, timeout: float | None = TIMEOUT_OPT, wait: bool = WAIT_OPT, json_: bool = JSON_OPT,
 ) -> None:
-    """Queue a batch prediction job."""
+    """Queue a batch prediction job (Parquet out: the id column and `prediction`)."""
     flags = _common(name or (f"predict-{model.split('@')[0].split('/')[0]}" if model else None), priority,
                     max_attempts, cpus, gpus, timeout)
-    flags.update(model=model, input=input_, output=output, id_column=id_column, on_error=on_error)
+    flags.update(model=model, input=input_, output=output, id_column=id_column, on_error=on_error,
+                 num_workers=workers, batch_size=batch_size, use_cache=False if no_cache else None)
     _submit(_document(spec_file, "batch_prediction", flags), wait, json_)
 
 

@@ -269,6 +269,8 @@ def job_demand(spec: Any) -> dict[str, Any] | None:
         return {**_scaled(worker_resources(spec.trainer), spec.max_concurrent_trials), "driver": True}
     if isinstance(spec, EvaluationSpec) and spec.num_workers > 1:  # one shard task per worker, `resources` each
         return {**_scaled(spec.resources.model_dump(exclude_none=True), spec.num_workers), "driver": True}
+    if isinstance(spec, BatchPredictionSpec) and spec.num_workers > 1:  # Ray Data actors, `resources` each
+        return {**_scaled(spec.resources.model_dump(exclude_none=True), spec.num_workers), "driver": True}
     return None
 
 
@@ -307,6 +309,12 @@ class BatchPredictionSpec(_ModelJob):
     id_column: str | None = Field(None, max_length=256)
     on_error: Literal["skip", "fail"] = "fail"
     batch_size: int = Field(4096, ge=1, le=1_000_000)
+    num_workers: int = Field(1, ge=1, le=1024, description="Ray Data actors scoring the rows, `resources` each "
+                             "(1: score in the job's own process)")
+    ray_min_rows: int = Field(50_000, ge=0, le=10**12, description="with num_workers > 1, inputs with fewer valid "
+                              "rows are scored in the job's own process (an actor pool's start-up costs more)")
+    use_cache: bool = Field(True, description="serve rows this model version already scored from the prediction "
+                            "cache, and cache new predictions")
 
 
 class SearchDimension(_Strict):

@@ -137,29 +137,56 @@ def run_evaluation(ctx: AttemptContext, spec: EvaluationSpec) -> dict[str, Any]:
 
 
 def run_batch_prediction(ctx: AttemptContext, spec: BatchPredictionSpec) -> dict[str, Any]:
-    from mlhub.training.batch import predict_frame
+    """Score a CSV/Parquet file or folder with a model version; write Parquet (id column + ``prediction``).
+
+    The input is read and validated in this process (bad rows get their global row numbers; ``on_error``
+    decides whether the job goes on without them). With ``num_workers`` > 1 and at least ``ray_min_rows``
+    valid rows (default 50,000: below that, starting an actor pool costs more than it saves) the rows are
+    scored by a Ray Data actor pool (:mod:`mlhub.batch.pipeline`), else here. With ``use_cache`` rows this
+    version already scored come from the prediction cache (Redis, or SQLite under ``$MLHUB_HOME``); a
+    broken cache only costs recomputation. The output, its row count, the cached and bad rows and the
+    version used are recorded in ``batch_predictions``.
+    """
+    from mlhub.batch import ModelBytes, PredictionCacheConfig, predict_table
     from mlhub.training.datasets import load_table
 
-    registry = RegistryService(ctx.backends.db)
-    version, model = registry.load(ctx.principal, spec.model, ctx.backends.artifacts)
-    frame = load_table(spec.input, allowed_roots=ctx.settings.allowed_data_roots)
+    version = RegistryService(ctx.backends.db).resolve(ctx.principal, spec.model)
     if version.input_schema is None:
         raise PermanentJobFailure(f"model {version.model}/{version.version} has no input schema")
-    out, errors = predict_frame(model, version.input_schema, frame, id_column=spec.id_column,
-                                on_error=spec.on_error)
-    ctx.progress({"rows": len(frame), "predicted": len(out), "bad_rows": len(errors)}, force=True)
-    output_uri, artifact_id = _write_predictions(ctx, spec, out)
+    if version.artifact_sha256 is None:
+        raise PermanentJobFailure(f"model {version.model}/{version.version} has no artifact")
+    payload = ctx.backends.artifacts.read_bytes(ctx.tenant_id, version.artifact_sha256)  # verified by sha256
+    model = ModelBytes(version.framework, version.model_format, payload)
+    model.load()  # refuses an unsafe or corrupt artifact here, before any worker starts
+    frame = load_table(spec.input, allowed_roots=ctx.settings.allowed_data_roots)
+    cache = PredictionCacheConfig.from_settings(ctx.settings) if spec.use_cache else None
+    print(f"batch prediction with {version.model}/{version.version}: {len(frame):,} rows from {spec.input}; "
+          f"cache: {cache.where if cache else 'off'}", flush=True)
+    outcome = predict_table(
+        frame, version.input_schema, model, tenant_id=ctx.tenant_id, version_id=version.id,
+        id_column=spec.id_column, on_error=spec.on_error, batch_size=spec.batch_size,
+        num_workers=spec.num_workers, resources=spec.resources.model_dump(exclude_none=True), cache=cache,
+        ray_min_rows=spec.ray_min_rows, progress=lambda doc, last: ctx.progress(doc, force=last))
+    output_uri, artifact_id = _write_predictions(ctx, spec, outcome.frame)
+    errors = [{"row": e.row, "column": e.column, "message": e.message} for e in outcome.errors[:100]]
     with ctx.backends.db.tenant_scope(ctx.tenant_id) as s:
         s.execute(delete(BatchPrediction).where(BatchPrediction.tenant_id == ctx.tenant_id,
                                                 BatchPrediction.job_id == ctx.job_id))
         s.add(BatchPrediction(tenant_id=ctx.tenant_id, job_id=ctx.job_id, version_id=version.id,
-                              input_uri=spec.input, output_uri=output_uri, row_count=len(out),
-                              error_rows=len(errors), status="succeeded",
-                              errors=[{"row": e.row, "column": e.column, "message": e.message} for e in errors[:100]]))
-    print(f"predicted {len(out):,} rows with {version.model}/{version.version}; {len(errors)} bad rows; "
-          f"output: {output_uri}", flush=True)
-    return {"kind": "batch_prediction", "model": version.model, "version": version.version, "rows": len(out),
-            "bad_rows": len(errors), "output": output_uri, "artifact_id": artifact_id}
+                              input_uri=spec.input, output_uri=output_uri, row_count=len(outcome.frame),
+                              cached_rows=outcome.cached_rows, error_rows=outcome.n_bad, status="succeeded",
+                              errors=errors))
+    rate = len(outcome.frame) / outcome.seconds if outcome.seconds > 0 else 0.0
+    print(f"predicted {len(outcome.frame):,} rows with {version.model}/{version.version} "
+          f"({outcome.path}, {outcome.workers} worker(s), {rate:,.0f} rows/s); {outcome.cached_rows:,} from the "
+          f"cache; {outcome.n_bad} bad rows; output: {output_uri}", flush=True)
+    if outcome.cache.get("errors"):
+        print(f"the prediction cache failed {outcome.cache['errors']} time(s); those rows were predicted instead",
+              flush=True)
+    return {"kind": "batch_prediction", "model": version.model, "version": version.version,
+            "version_id": version.id, "rows": len(outcome.frame), "input_rows": outcome.n_rows,
+            "cached_rows": outcome.cached_rows, "bad_rows": outcome.n_bad, "errors": errors[:20],
+            "workers": outcome.workers, "cache": outcome.cache, "output": output_uri, "artifact_id": artifact_id}
 
 
 def _write_predictions(ctx: AttemptContext, spec: BatchPredictionSpec, out) -> tuple[str, int | None]:
