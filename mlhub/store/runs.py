@@ -12,11 +12,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from mlhub.errors import NotFoundError, ValidationError
-from mlhub.store.models import Metric, Run, RunParam
+from mlhub.store.models import Artifact, Metric, Run, RunParam, RunTag
 from mlhub.store.types import utcnow
 
 METRIC_KEY = re.compile(r"^[A-Za-z0-9_.\-/ ]{1,128}$")
@@ -106,3 +106,63 @@ def metric_history(session: Session, tenant_id: str, run_id: int, key: str) -> l
          .where(Metric.tenant_id == tenant_id, Metric.run_id == run_id, Metric.key == key)
          .order_by(Metric.step, Metric.id))
     return [(int(s), float(v)) for s, v in session.execute(q)]
+
+
+# --- what mlhub.start_run writes (see mlhub/run_logging.py) -------------------------------------------------
+
+
+def add_params(session: Session, tenant_id: str, run_id: int, params: dict[str, str]) -> None:
+    """Record params (already strings). A param is set once: the same value again is a no-op, a different
+    value for a key the run already has is a ValidationError (a run's params describe what it ran with)."""
+    if not params:
+        return
+    have = dict(session.execute(select(RunParam.key, RunParam.value).where(
+        RunParam.tenant_id == tenant_id, RunParam.run_id == run_id, RunParam.key.in_(list(params)))).all())
+    changed = {k: (have[k], v) for k, v in params.items() if k in have and have[k] != v}
+    if changed:
+        raise ValidationError("params are set once per run; changed: " + ", ".join(
+            f"{k!r} ({old!r} -> {new!r})" for k, (old, new) in changed.items()), details={"changed": list(changed)})
+    rows = [{"tenant_id": tenant_id, "run_id": run_id, "key": k, "value": v}
+            for k, v in params.items() if k not in have]
+    if rows:
+        session.execute(insert(RunParam), rows)
+
+
+def set_tags(session: Session, tenant_id: str, run_id: int, tags: dict[str, str]) -> None:
+    """Set tags (already strings); a tag the run already has takes the new value."""
+    if not tags:
+        return
+    session.execute(delete(RunTag).where(RunTag.tenant_id == tenant_id, RunTag.run_id == run_id,
+                                         RunTag.key.in_(list(tags))))
+    session.execute(insert(RunTag), [{"tenant_id": tenant_id, "run_id": run_id, "key": k, "value": v}
+                                     for k, v in tags.items()])
+
+
+def end_run(session: Session, tenant_id: str, run_id: int, status: str) -> None:
+    """Mark a run ended with ``status`` (finished, failed or killed) now."""
+    session.execute(update(Run).where(Run.tenant_id == tenant_id, Run.id == run_id)
+                    .values(status=status, ended_at=utcnow()))
+
+
+def insert_metric_rows(session: Session, tenant_id: str,
+                       rows: Sequence[tuple[int, str, int, float, datetime]]) -> int:
+    """Insert ``(run_id, key, step, value, utc timestamp)`` rows that were validated as they were logged
+    (:mod:`mlhub.run_logging` checks each point at the call); one executemany, like :func:`log_metrics`."""
+    if not rows:
+        return 0
+    conn = session.connection()
+    sqlite = conn.dialect.name == "sqlite"
+    params = [(tenant_id, r, k, s, v, _sqlite_ts(ts) if sqlite else ts) for r, k, s, v, ts in rows]
+    marks = ", ".join(["?"] * 6) if conn.dialect.paramstyle == "qmark" else ", ".join(["%s"] * 6)
+    conn.exec_driver_sql(
+        f"INSERT INTO {Metric.__tablename__} (tenant_id, run_id, key, step, value, timestamp) VALUES ({marks})",
+        params,
+    )
+    return len(params)
+
+
+def attach_artifact(session: Session, tenant_id: str, artifact_id: int, run_id: int) -> None:
+    """Point an artifact record that belongs to no run yet at ``run_id`` (uploads are deduplicated by content,
+    so the record may predate this run; one that already belongs to another run keeps it)."""
+    session.execute(update(Artifact).where(Artifact.tenant_id == tenant_id, Artifact.id == artifact_id,
+                                           Artifact.run_id.is_(None)).values(run_id=run_id))
