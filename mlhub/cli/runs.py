@@ -1,4 +1,5 @@
-"""``mlhub runs list|show|plot``: tracked runs, their params and per-epoch metrics, and their curves as a PNG.
+"""``mlhub runs list|show|plot|compare``: tracked runs (training jobs' and ``mlhub.start_run``'s), their params,
+tags, artifacts and per-step metrics, their curves as a PNG, and several runs side by side.
 
 Reads the store only (works while Ray is down), as the calling tenant.
 """
@@ -14,7 +15,8 @@ from mlhub.cli.context import STATE
 from mlhub.cli.output import console, print_json, print_table, to_plain
 from mlhub.errors import NotFoundError
 
-app = typer.Typer(help="Tracked runs: list, show, plot their loss and metric curves.", no_args_is_help=True)
+app = typer.Typer(help="Tracked runs: list (with filters), show, compare, plot their loss and metric curves.",
+                  no_args_is_help=True)
 
 JSON_OPT = typer.Option(False, "--json", help="Print JSON.")
 TABLE_ROWS = 12  # epochs shown by `runs show` for people (--json has them all)
@@ -59,11 +61,18 @@ def _fmt(v: Any) -> str:
 def list_runs(experiment: str | None = typer.Option(None, "--experiment", help="Only runs of this experiment."),
               job: int | None = typer.Option(None, "--job", help="Only runs of this job (one per attempt)."),
               status: str | None = typer.Option(None, "--status", help="running, finished, failed or killed."),
+              filter_: str | None = typer.Option(
+                  None, "--filter", "-f",
+                  help="e.g. \"metrics.f1 > 0.9 and params.lr < 0.01\", \"params.optimizer = 'adam'\", "
+                       "\"tags.team = 'vision' or status = 'failed'\" (metrics compare their latest value)."),
+              order_by: str | None = typer.Option(None, "--order-by",
+                                                  help="e.g. \"metrics.f1 desc, params.lr\" (default: newest first)."),
               limit: int = typer.Option(50, "--limit", min=1, max=1000),
               json_: bool = JSON_OPT) -> None:
-    """List your tracked runs, newest first."""
+    """List your tracked runs, newest first, or filtered and ordered by metrics, params, tags and attributes."""
     svc, principal = _service()
-    runs = svc.list_runs(principal, experiment=experiment, job_id=job, status=status, limit=limit)
+    runs = svc.list_runs(principal, experiment=experiment, job_id=job, status=status, filter=filter_,
+                         order_by=order_by, limit=limit)
     rows = to_plain(runs)
     if json_:
         print_json(rows)
@@ -72,14 +81,14 @@ def list_runs(experiment: str | None = typer.Option(None, "--experiment", help="
         r["_style"] = _STATUS_STYLE.get(r["status"])
         r["duration_s"] = info.duration_s
         r["summary"] = {k: _fmt(v) for k, v in info.summary.items() if isinstance(v, int | float)}
-    print_table(rows, ["id", "name", "experiment", "status", "job_id", "attempt", "started_at", "duration_s",
-                       "summary"], "runs")
+    print_table(rows, ["id", "name", "experiment", "status", "parent_run_id", "job_id", "attempt", "started_at",
+                       "duration_s", "summary"], "runs")
 
 
 @app.command("show")
 def show(run_id: int = typer.Argument(..., metavar="RUN", help="A run id (see `mlhub runs list`)."),
          json_: bool = JSON_OPT) -> None:
-    """One run: its params, final metrics and a compact per-epoch table."""
+    """One run: its params, tags, final metrics, artifacts and a compact per-step table."""
     svc, principal = _service()
     detail = svc.get_run(principal, run_id)
     history = svc.metric_history(principal, run_id)
@@ -87,10 +96,13 @@ def show(run_id: int = typer.Argument(..., metavar="RUN", help="A run id (see `m
     if json_:
         print_json({**to_plain(detail.run), "params": detail.params, "tags": detail.tags,
                     "final_metrics": detail.final_metrics, "latest_metrics": detail.latest_metrics,
-                    "metric_points": detail.metric_points, "epochs": rows})
+                    "metric_points": detail.metric_points, "artifacts": to_plain(list(detail.artifacts)),
+                    "epochs": rows})
         return
     r = detail.run
     head = f"run {r.id} {r.name}  experiment {r.experiment}  {r.status}"
+    if r.parent_run_id is not None:
+        head += f"  child of run {r.parent_run_id}"
     if r.job_id is not None:
         head += f"  job {r.job_id}" + (f" attempt {r.attempt}" if r.attempt else "")
     if r.duration_s is not None:
@@ -104,6 +116,10 @@ def show(run_id: int = typer.Argument(..., metavar="RUN", help="A run id (see `m
     if finals:
         print_table([{"metric": k, "value": _fmt(v)} for k, v in finals.items()], ["metric", "value"],
                     "final metrics")
+    if detail.artifacts:
+        print_table([{"id": a.id, "name": a.name, "media_type": a.media_type, "size": f"{a.size_bytes:,} B",
+                      "sha256": a.sha256[:12]} for a in detail.artifacts],
+                    ["id", "name", "media_type", "size", "sha256"], "artifacts")
     if not rows:
         console.print("no per-epoch metrics recorded", style="dim")
         return
@@ -141,3 +157,60 @@ def plot(run_id: int = typer.Argument(..., metavar="RUN", help="A run id (see `m
         print_json({"run_id": run_id, "path": str(path), "metrics": sorted(series)})
     else:
         print(path)
+
+
+@app.command("compare")
+def compare(run_ids: list[int] = typer.Argument(..., metavar="RUN...", help="Two or more run ids."),
+            plot_to: Path | None = typer.Option(None, "--plot",
+                                                help="Also write one PNG with every run's curves overlaid."),
+            metric: list[str] | None = typer.Option(None, "--metric", "-m",
+                                                    help="Only this metric (repeatable), in the table and the plot."),
+            only_diff: bool = typer.Option(False, "--diff", help="Only the rows whose values differ."),
+            json_: bool = JSON_OPT) -> None:
+    """Runs side by side: params, tags and each metric's latest value; rows that differ are marked '*'."""
+    svc, principal = _service()
+    cmp = svc.compare(principal, run_ids)
+    wanted = set(metric or [])
+    metrics = [c for c in cmp.metrics if not wanted or c.key in wanted]
+    missing = sorted(wanted - {c.key for c in cmp.metrics})
+    if missing:
+        raise NotFoundError(f"no compared run has metric {', '.join(map(repr, missing))}")
+    path = _plot_compared(svc, principal, cmp.runs, sorted(wanted) or None, plot_to) if plot_to else None
+    if json_:
+        doc = to_plain(cmp)
+        doc["metrics"] = to_plain(metrics)
+        doc["differing"] = cmp.differing
+        if path is not None:
+            doc["plot"] = str(path)
+        print_json(doc)
+        return
+    columns = [f"{r.id} {r.name}" for r in cmp.runs]
+    rows = []
+    for kind, items in (("param", cmp.params), ("tag", cmp.tags), ("metric", metrics)):
+        for c in items:
+            if only_diff and not c.differs:
+                continue
+            rows.append({"": "*" if c.differs else "", "kind": kind, "key": c.key,
+                         **{col: _fmt(v) for col, v in zip(columns, c.values, strict=True)},
+                         "_style": "yellow" if c.differs else None})
+    title = f"{len(cmp.runs)} runs: " + ", ".join(f"{r.id} ({r.status})" for r in cmp.runs)
+    print_table(rows, ["", "kind", "key", *columns], title)
+    if path is not None:
+        print(path)
+
+
+def _plot_compared(svc, principal, runs, keys: list[str] | None, target: Path) -> Path:
+    from mlhub.plots import plot_curves
+    from mlhub.tracking import step_series
+
+    if target.is_dir():
+        target = target / ("compare-" + "-".join(str(r.id) for r in runs) + ".png")
+    series = {}
+    for r in runs:
+        history = step_series(svc.metric_history(principal, r.id))
+        for key in sorted(history):
+            if keys is None or key in keys:
+                series[f"{key} (run {r.id})"] = history[key]
+    if not any(series.values()):
+        raise NotFoundError("the compared runs have no per-step metrics to plot")
+    return plot_curves(series, target, "runs " + " vs ".join(f"{r.id} {r.name}" for r in runs), xlabel="step")

@@ -1,4 +1,5 @@
-"""Tracked runs: the read service (tenant-scoped), `mlhub runs list|show|plot`, and what `mlhub watch` shows.
+"""Tracked runs: the read service (tenant-scoped), `mlhub runs list|show|plot|compare`, and what `mlhub watch`
+shows.
 
 SQLite on the embedded default; no Ray.
 """
@@ -219,6 +220,84 @@ def test_runs_errors_are_one_clear_line(capsys, embedded, tmp_path):
         rc, _, err = run_cli(capsys, *args)
         assert needle in one_error(rc, err) and rc == code, (args, err)
     assert not (tmp_path / "nope").exists()
+
+
+def scripted_runs() -> tuple[int, int, int]:
+    """Three runs a script logs with mlhub.start_run on the embedded default (the CLI's tenant)."""
+    import mlhub
+
+    ids = []
+    for name, lr, f1s, team in (("slow", 0.001, [0.5, 0.8, 0.93], "vision"), ("fast", 0.1, [0.6, 0.95], "nlp"),
+                                ("tiny", 0.005, [0.4, 0.7], "vision")):
+        with mlhub.start_run(name, params={"lr": lr, "optimizer": "adam"}, tags={"team": team}) as run:
+            for step, f1 in enumerate(f1s):
+                run.log_metrics({"f1": f1, "loss": 1 - f1}, step=step)
+        ids.append(run.id)
+    return tuple(ids)
+
+
+def test_runs_list_filter_and_order_by(capsys, embedded):
+    slow, fast, tiny = scripted_runs()
+    rc, out, err = run_cli(capsys, "runs", "list", "--filter", "metrics.f1 > 0.9 and params.lr < 0.01", "--json")
+    assert rc == 0, err
+    assert [r["id"] for r in json.loads(out)] == [slow]
+    rc, out, _ = run_cli(capsys, "runs", "list", "-f", "tags.team = 'vision'", "--order-by", "metrics.f1 desc",
+                         "--json")
+    assert [r["id"] for r in json.loads(out)] == [slow, tiny]
+    rc, out, _ = run_cli(capsys, "runs", "list", "--order-by", "params.lr", "--json")
+    assert [r["id"] for r in json.loads(out)] == [slow, tiny, fast]
+
+
+def test_runs_show_has_the_tags_artifacts_and_parent_of_a_scripted_run(capsys, embedded, tmp_path):
+    import mlhub
+
+    with mlhub.start_run("parent") as parent, mlhub.start_run("child", tags={"fold": 2}) as child:
+        child.log_artifact(b"a,b\n1,2\n", name="preds.csv")
+    rc, out, err = run_cli(capsys, "runs", "show", str(child.id))
+    assert rc == 0, err
+    assert f"child of run {parent.id}" in out and "fold" in out and "preds.csv" in out and "text/csv" in out
+    rc, out, _ = run_cli(capsys, "runs", "show", str(child.id), "--json")
+    doc = json.loads(out)
+    assert doc["tags"] == {"fold": "2"} and doc["parent_run_id"] == parent.id
+    assert [(a["name"], a["size_bytes"]) for a in doc["artifacts"]] == [("preds.csv", 8)]
+
+
+def test_runs_compare_marks_what_differs_and_plots_every_run(capsys, embedded, tmp_path):
+    slow, fast, _ = scripted_runs()
+    rc, out, err = run_cli(capsys, "runs", "compare", str(slow), str(fast), "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert [r["id"] for r in doc["runs"]] == [slow, fast]
+    assert {c["key"]: (c["values"], c["differs"]) for c in doc["params"]} == {
+        "lr": (["0.001", "0.1"], True), "optimizer": (["adam", "adam"], False)}
+    assert {c["key"]: c["values"] for c in doc["metrics"]} == {"f1": [0.93, 0.95],
+                                                               "loss": [pytest.approx(0.07), pytest.approx(0.05)]}
+    assert doc["differing"] == {"params": ["lr"], "tags": ["team"], "metrics": ["f1", "loss"]}
+
+    png = tmp_path / "cmp.png"
+    rc, out, err = run_cli(capsys, "runs", "compare", str(slow), str(fast), "--plot", str(png), "-m", "f1")
+    assert rc == 0, err
+    assert png.read_bytes()[:8] == PNG_MAGIC and out.strip().endswith(str(png))
+    lines = {line.split("│")[3].strip(): line for line in out.splitlines() if line.count("│") >= 5}
+    assert "*" in lines["lr"] and "*" not in lines["optimizer"] and "*" in lines["f1"] and "loss" not in lines
+    rc, out, _ = run_cli(capsys, "runs", "compare", str(slow), str(fast), "--diff")
+    assert "optimizer" not in out and "lr" in out
+
+
+def test_runs_filter_and_compare_errors_are_one_clear_line(capsys, embedded):
+    slow, fast, _ = scripted_runs()
+    other = TenantService(embedded[0]).create_tenant("globex")[1]
+    cases = [
+        (["runs", "list", "--filter", "metrics.f1 > high"], "a text value is quoted: 'high' at position 13", 2),
+        (["runs", "list", "--order-by", "metrics.f1 down"], "at position 11", 2),
+        (["runs", "compare", str(slow)], "compare 2 to 20 runs, got 1", 2),
+        (["runs", "compare", str(slow), "999"], "run 999 not found", 4),
+        (["runs", "compare", str(slow), str(fast), "-m", "auc"], "no compared run has metric 'auc'", 4),
+        (["--api-key", other, "runs", "compare", str(slow), str(fast)], f"run {slow} not found", 4),
+    ]
+    for args, needle, code in cases:
+        rc, _, err = run_cli(capsys, *args)
+        assert needle in one_error(rc, err) and rc == code, (args, err)
 
 
 # --- mlhub watch: what a training job's progress document shows ----------------------------------------
