@@ -12,7 +12,7 @@ try:  # typer >= 0.26 vendors click; older typers use click itself
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-from mlhub.cli import cluster_cmds, db, demo, follow, hpo, jobs, ops, runs, scaffold, tenants
+from mlhub.cli import cluster_cmds, db, demo, follow, hpo, jobs, models, ops, runs, scaffold, tenants
 from mlhub.cli.context import STATE
 from mlhub.errors import MlhubError, redact
 
@@ -35,6 +35,7 @@ app.add_typer(tenants.keys_app, name="keys")
 app.add_typer(ops.audit_app, name="audit")
 app.add_typer(hpo.app, name="hpo")
 app.add_typer(runs.app, name="runs")
+app.add_typer(models.app, name="models")
 app.add_typer(scaffold.app, name="scaffold")
 app.command("health")(ops.health)
 app.command("demo")(demo.demo)

@@ -29,8 +29,9 @@ class Setup:
         self.cache = cache if cache is not None else MemoryCache(1000, 60.0)
         self.registry = RegistryService(db, cache=self.cache, cache_ttl_s=60.0)
         tenants = TenantService(db)
-        self.me = tenants.authenticate(tenants.create_tenant(f"reg-{uuid.uuid4().hex[:8]}")[1])
-        self.other = tenants.authenticate(tenants.create_tenant(f"reg-{uuid.uuid4().hex[:8]}")[1])
+        self.key = tenants.create_tenant(f"reg-{uuid.uuid4().hex[:8]}")[1]
+        self.other_key = tenants.create_tenant(f"reg-{uuid.uuid4().hex[:8]}")[1]
+        self.me, self.other = tenants.authenticate(self.key), tenants.authenticate(self.other_key)
         self.models = Models(self.registry, self.me, self.store)
 
     def version(self, name: str, metrics: dict, *, payload: bytes | None = None, fmt: str = "npz",
