@@ -61,6 +61,8 @@ _TOKEN = re.compile(r"""
 class FilterSyntaxError(ValidationError):
     """A filter or order-by that cannot be parsed; ``details``: ``position`` (0-based) and the ``text``."""
 
+    code = "filter_syntax"
+
     def __init__(self, problem: str, text: str, position: int) -> None:
         near = text[position:position + 20]
         where = f"at position {position} (near {near!r})" if near.strip() else f"at position {position} (the end)"
