@@ -137,6 +137,8 @@ def train(
     param: list[str] | None = typer.Option(None, "--param", help="Hyperparameter KEY=VALUE (repeatable)."),
     epochs: int | None = typer.Option(None, "--epochs", min=1),
     register_as: str | None = typer.Option(None, "--register-as", help="Registered model name (default: --name)."),
+    version_label: str | None = typer.Option(None, "--version", help="A label for the registered version, e.g. "
+                                             "1.0.0 (the registry numbers versions 1, 2, 3 itself)."),
     priority: str | None = PRIORITY_OPT, max_attempts: int | None = ATTEMPTS_OPT, cpus: float | None = CPUS_OPT,
     gpus: float | None = GPUS_OPT, timeout: float | None = TIMEOUT_OPT, wait: bool = WAIT_OPT,
     json_: bool = JSON_OPT,
@@ -147,7 +149,8 @@ def train(
     """Queue a training job (spec file and/or flags)."""
     flags = _common(name, priority, max_attempts, cpus, gpus, timeout)
     flags.update(framework=framework, model=model, params=parse_params(param), epochs=epochs,
-                 register_as=register_as, dataset=parse_dataset(dataset, target) if dataset else None)
+                 register_as=register_as, version_label=version_label,
+                 dataset=parse_dataset(dataset, target) if dataset else None)
     _submit(_document(spec_file, "training", flags), wait, json_, working_dir)
 
 

@@ -224,6 +224,9 @@ class TrainingSpec(_JobBase):
     code: CodeRef | None = Field(None, description="the job's packed working directory (set at submit when "
                                  "entrypoint or a torch 'module:factory' model names user code)")
     register_as: Name | None = Field(None, description="registered model name (default: the job name)")
+    version_label: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,63}$",
+                                      description="a label for the registered version, e.g. 1.0.0 (numbers "
+                                      "1, 2, 3 are given by the registry)")
 
     @field_validator("params")
     @classmethod
