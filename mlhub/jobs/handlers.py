@@ -21,14 +21,14 @@ from mlhub.domain.specs import (
 )
 from mlhub.errors import PermanentJobFailure, ValidationError
 from mlhub.jobs.runner import AttemptContext
+from mlhub.registry.rows import MODEL_MEDIA_TYPES_BY_FORMAT
 from mlhub.registry.service import RegistryService
 from mlhub.store import runs as runs_repo
 from mlhub.store.models import BatchPrediction, Evaluation, Run
 from mlhub.store.runs import MetricPoint
 from mlhub.store.types import utcnow
 
-MEDIA_TYPES = {"skops": "application/x-skops", "npz": "application/x-npz", "pt": "application/x-mlhub-torch",
-               "keras": "application/x-keras"}
+MEDIA_TYPES = MODEL_MEDIA_TYPES_BY_FORMAT
 
 
 def _run_for_attempt(ctx: AttemptContext, name: str, params: dict[str, Any], dataset_fp: str | None) -> int:
@@ -97,7 +97,8 @@ def run_training(ctx: AttemptContext, spec: TrainingSpec) -> dict[str, Any]:
         "model_format": trained.model_format, "artifact_id": artifact.id, "artifact_sha256": artifact.sha256,
         "run_id": run_id, "metrics": trained.metrics, "input_schema": trained.input_schema,
         "reference_stats": trained.reference_stats, "dataset_fingerprint": data.fingerprint,
-        "task": trained.task, "classes": trained.classes,
+        "task": trained.task, "classes": trained.classes, "label": spec.version_label,
+        "code_version": spec.code.sha256 if spec.code is not None else None,
     }
 
 
