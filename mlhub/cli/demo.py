@@ -2,7 +2,7 @@
 
 It grows with each floor of the platform. Today: tenants and keys, health, the orchestrator on a local
 Ray session, jobs at different priorities with live progress, a retry, a cancelled job, training,
-evaluation and batch prediction, the model table, a loss-curve plot, tenant isolation, integrity checks,
+evaluation and batch prediction, gated promotion and a ready model that checks its inputs, the model table, a loss-curve plot, tenant isolation, integrity checks,
 and the audit log.
 """
 
@@ -106,6 +106,7 @@ def _jobs_tour(hub, epochs: int, output: Path) -> None:
     console.print(f"[green]5[/] evaluation of wine-forest/1: accuracy {m['accuracy']:.3f}, "
                   f"f1 (macro) {m['f1_macro']:.3f}; batch prediction scored {pj_info.result['rows']} rows "
                   f"into {pj_info.result['output']}")
+    _registry_tour(hub, ev_info, output)
     rows = []
     for model in hub.list_models():
         d = to_plain(model)
@@ -117,6 +118,38 @@ def _jobs_tour(hub, epochs: int, output: Path) -> None:
     flaky = jobs["flaky (retries)"]
     console.print(f"[green]8[/] flaky took {flaky.status().attempt} attempts; its stored logs, attempt 1:")
     console.print(flaky.logs(attempt=1).strip().splitlines()[-1], style="dim", highlight=False)
+
+
+def _registry_tour(hub, evaluation, output: Path) -> None:
+    """Gates, a promotion that passes and one that is refused with its numbers, a ready model that checks its
+    inputs, and the evaluation's confusion matrix copied into the plots folder."""
+    from mlhub.artifact_records import ArtifactService
+    from mlhub.errors import PromotionRefused, ValidationError
+
+    models = hub.models
+    models.set_gates("wine-forest", ["evaluated on wine", "accuracy >= 0.8",
+                                     "evaluated on wine-holdout-2027 for production"])
+    done = models.promote("wine-forest", 1, to="champion", reason="first evaluated version")
+    console.print(f"[green]5a[/] gates of wine-forest: {'; '.join(models.show('wine-forest').gates)}\n"
+                  f"    promoted wine-forest/1 to champion: {len(done.gates)} gates passed")
+    try:
+        models.promote("wine-forest", 1, to="production")
+        raise SystemExit("a version without the required evaluation reached production")
+    except PromotionRefused as exc:
+        console.print(f"    promotion to production refused: {exc.details['gates'][0]['detail']}", highlight=False)
+    ready = models.load("wine-forest@champion")
+    x = [[13.0] * len(ready.feature_names)]
+    console.print(f"    wine-forest@champion predicts class {ready.predict(x)[0]} for one row; a row with text in "
+                  f"it is refused: ", end="")
+    try:
+        ready.predict([["thirteen"] + [13.0] * (len(ready.feature_names) - 1)])
+    except ValidationError as exc:
+        console.print(exc.message.split(": ", 1)[1], highlight=False, markup=False)
+    plot_id = evaluation.result.get("confusion_matrix_artifact_id")
+    if plot_id:
+        target = ArtifactService(hub.backends.db, hub.backends.artifacts).download_to(
+            hub.principal, plot_id, output / "confusion_matrix.png")
+        console.print(f"    confusion matrix of the evaluation: {target}")
 
 
 def _jobs_table(jobs, infos=None) -> Table:
