@@ -35,7 +35,7 @@ def versions_of(hub, model: str) -> list[tuple[int, int]]:
 
 
 def test_train_evaluate_and_predict_end_to_end(hub, data_dir):
-    job = hub.train({"name": "iris-rf", "framework": "sklearn", "model": "random_forest",
+    job = hub.train({"name": "iris-rf", "framework": "sklearn", "model": "random_forest", "version_label": "1.0.0",
                      "params": {"n_estimators": 20}, "dataset": {"source": "sklearn", "name": "iris"}})
     info = job.wait(timeout=180)
     assert info.result["model_version"] == 1 and info.result["metrics"]["accuracy"] > 0.8
@@ -48,6 +48,13 @@ def test_train_evaluate_and_predict_end_to_end(hub, data_dir):
     ev = hub.evaluate({"name": "eval-iris", "model": "iris-rf/1", "dataset": {"source": "sklearn", "name": "iris"}})
     metrics = ev.wait(timeout=120).result["metrics"]
     assert metrics["accuracy"] > 0.8 and "f1_macro" in metrics
+    # the evaluation job's record is what a gate reads; the version carries its lineage and label
+    hub.models.set_gates("iris-rf", ["evaluated on iris", "accuracy >= 0.8 on iris"])
+    promoted = hub.models.promote("iris-rf", 1, to="champion")
+    assert [g.passed for g in promoted.gates] == [True, True] and f"{metrics['accuracy']:.6g}" in promoted.gates[1].detail
+    champion = hub.models.get("iris-rf@champion")
+    assert (champion.label, champion.job_id, champion.aliases) == ("1.0.0", job.id, ("champion",))
+    assert champion.run_id == info.result["run_id"] and champion.output_schema["prediction"] == "label"
 
     frame = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 4)),
                          columns=version.input_schema and [f["name"] for f in version.input_schema["features"]])
