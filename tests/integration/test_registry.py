@@ -4,7 +4,6 @@ garbage collection of model artifacts, comparison, and loading a ready model tha
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import numpy as np
@@ -20,6 +19,7 @@ from mlhub.registry.rows import MODEL_MEDIA_TYPES_BY_FORMAT
 from mlhub.registry.service import RegistryService, register_version
 from mlhub.store.models import Artifact, Deployment, Evaluation, RegisteredModel
 from mlhub.tenancy import TenantService
+from tests.conftest import service_url
 
 
 class Setup:
@@ -166,11 +166,7 @@ def test_alias_lookups_are_cached_and_every_change_invalidates_them(reg):
 def test_a_promotion_through_one_process_is_seen_at_once_by_another_sharing_redis(db, tmp_path):
     from mlhub.cache.redis_cache import RedisCache
 
-    url = os.environ.get("MLHUB_TEST_REDIS_URL")
-    if not url:
-        if os.environ.get("MLHUB_REQUIRE_SERVICES") == "1":
-            pytest.fail("MLHUB_TEST_REDIS_URL is required (MLHUB_REQUIRE_SERVICES=1)")
-        pytest.skip("MLHUB_TEST_REDIS_URL not set")
+    url = service_url("redis")
     writer = Setup(db, tmp_path, cache=RedisCache(url, default_ttl_s=60.0, timeout_s=2.0))
     reader = RegistryService(db, cache=RedisCache(url, default_ttl_s=60.0, timeout_s=2.0), cache_ttl_s=60.0)
     try:
