@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from mlhub.backends import Backends
     from mlhub.config import Settings
 
-__all__ = ["Run", "active_run", "job_run", "start_run"]
+__all__ = ["Run", "active_run", "job_run", "release_connections", "start_run"]
 
 log = logging.getLogger("mlhub.tracking")
 
@@ -137,6 +137,17 @@ def job_run(backends: Backends, principal: Principal, run_id: int) -> Iterator[N
         yield
     finally:
         _JOB_RUN.reset(token)
+
+
+def release_connections() -> None:
+    """Close the connection pools that ``start_run`` opened in this process (the next run opens them again).
+    Runs still open keep theirs."""
+    with _TARGETS_LOCK:
+        in_use = {id(r._target) for r in list(_OPEN)}
+        for key, target in list(_TARGETS.items()):
+            if id(target) not in in_use:
+                target.backends.close()
+                del _TARGETS[key]
 
 
 # --- the run ----------------------------------------------------------------------------------------------
@@ -379,10 +390,14 @@ class _MetricWriter:
                 log.exception("run %s: writing metric points failed", self._run_id)
 
     def _drain(self) -> None:
+        """Write the points waiting now (not those logged meanwhile: they wait for the next round, so a busy
+        loop gets few large batches rather than a stream of small ones)."""
         with self._write_lock:
             pending = self._pending
-            while pending:
-                batch = [pending.popleft() for _ in range(min(len(pending), self.MAX_WRITE))]
+            left = len(pending)
+            while left > 0:
+                batch = [pending.popleft() for _ in range(min(left, self.MAX_WRITE))]
+                left -= len(batch)
                 try:
                     self._insert(batch)
                 except Exception as exc:

@@ -147,10 +147,20 @@ def end_run(session: Session, tenant_id: str, run_id: int, status: str) -> None:
 def insert_metric_rows(session: Session, tenant_id: str,
                        rows: Sequence[tuple[int, str, int, float, datetime]]) -> int:
     """Insert ``(run_id, key, step, value, utc timestamp)`` rows that were validated as they were logged
-    (:mod:`mlhub.run_logging` checks each point at the call); one executemany, like :func:`log_metrics`."""
+    (:mod:`mlhub.run_logging` checks each point at the call). PostgreSQL: one INSERT ... SELECT FROM unnest(arrays)
+    (one statement for the whole batch, so the server does little work beside a training loop; COPY is refused
+    under row-level security); SQLite: one executemany, like :func:`log_metrics`."""
     if not rows:
         return 0
     conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        run_ids, keys, steps, values, stamps = (list(col) for col in zip(*rows, strict=True))
+        conn.exec_driver_sql(
+            f"INSERT INTO {Metric.__tablename__} (tenant_id, run_id, key, step, value, timestamp) "
+            "SELECT %s, * FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::float8[], %s::timestamptz[])",
+            (tenant_id, run_ids, keys, steps, values, stamps),
+        )
+        return len(rows)
     sqlite = conn.dialect.name == "sqlite"
     params = [(tenant_id, r, k, s, v, _sqlite_ts(ts) if sqlite else ts) for r, k, s, v, ts in rows]
     marks = ", ".join(["?"] * 6) if conn.dialect.paramstyle == "qmark" else ", ".join(["%s"] * 6)

@@ -161,5 +161,6 @@ def test_start_run_writes_what_the_filter_finds(db, tmp_path):
         with mlhub.start_run("child") as child:
             child.log_metric("f1", 0.2)
     assert names(db, me, filter="metrics.f1 > 0.9 and params.lr < 0.01 and tags.team = 'vision'") == ["script"]
+    assert TrackingService(db).metric_history(me, run.id, ["f1"]) == {"f1": [(s, 0.5 + s / 40) for s in range(20)]}
     assert [(r.name, r.parent_run_id) for r in TrackingService(db).list_runs(me, filter="metrics.f1 < 0.5")] == [
         ("child", run.id)]
