@@ -361,9 +361,12 @@ class _MetricWriter:
 
     def add(self, rows: list[tuple]) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=f"mlhub-metrics-run-{self._run_id}",
-                                            daemon=True)
-            self._thread.start()
+            with self._room:  # two logging threads must not start two writers
+                if self._thread is None:
+                    thread = threading.Thread(target=self._loop, name=f"mlhub-metrics-run-{self._run_id}",
+                                              daemon=True)
+                    thread.start()
+                    self._thread = thread
         pending = self._pending
         if self._error is not None and len(pending) >= self.MAX_PENDING:
             raise MlhubError(f"run {self._run_id}: metric points cannot be written "

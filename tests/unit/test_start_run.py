@@ -285,3 +285,27 @@ def runs_tenant(backends, run_id: int) -> str:
 
     with backends.db.engine.connect() as conn:
         return conn.execute(select(Run.tenant_id).where(Run.id == run_id)).scalar_one()
+
+
+def test_threads_may_log_to_one_run(settings, backends):
+    with mlhub.start_run("threaded", settings=settings) as run:
+        def worker(i: int) -> None:
+            for step in range(500):
+                run.log_metric(f"w{i}", float(step), step=step)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    svc, me = reader(backends, run)
+    assert svc.get_run(me, run.id).metric_points == {f"w{i}": 500 for i in range(4)}
+
+
+def test_import_mlhub_and_start_run_stay_light():
+    code = ("import sys, mlhub; mlhub.start_run; mlhub.active_run\n"
+            "heavy = [m for m in ('sqlalchemy', 'pydantic', 'ray', 'numpy') if m in sys.modules]\n"
+            "assert not heavy, heavy")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}})
+    assert proc.returncode == 0, proc.stderr
