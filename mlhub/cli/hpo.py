@@ -77,7 +77,7 @@ def follow_trials(db, tenant_id: str, job_id: int, *, json_: bool = False, timeo
     return EXIT_CODES.get(info.state, 1)
 
 
-def submit_and_follow(doc: dict[str, Any], *, json_: bool = False) -> int:
+def submit_and_follow(doc: dict[str, Any], *, json_: bool = False, working_dir: Any = None) -> int:
     """``mlhub tune SPEC --wait``: queue the search and show its trials live until it ends."""
     from mlhub.client import Hub
     from mlhub.domain.specs import parse_spec
@@ -85,7 +85,7 @@ def submit_and_follow(doc: dict[str, Any], *, json_: bool = False) -> int:
     spec = parse_spec(doc)
     hub = Hub(STATE.settings, api_key=STATE.api_key, source="cli")
     try:
-        handle = hub.submit(spec)
+        handle = hub.submit(spec, working_dir=working_dir)  # packs the trainer's custom code, if it names any
         if not hasattr(handle, "wait"):  # a recurring search: nothing to follow
             console.print(f"schedule {handle.id} created")
             return 0

@@ -196,14 +196,17 @@ def predict(
 def tune(spec_file: Path = typer.Argument(..., help="An HPO spec file (YAML/JSON)."),
          priority: str | None = PRIORITY_OPT, wait: bool = typer.Option(
              False, "--wait", help="Show the trials live until the search ends; exit non-zero unless it succeeded."),
-         json_: bool = JSON_OPT) -> None:
+         json_: bool = JSON_OPT,
+         working_dir: Path | None = typer.Option(
+             None, "--working-dir", help="Folder of the trainer's custom code (entrypoint) to send to every trial "
+             "(default: the current directory).")) -> None:
     """Queue a hyperparameter search on Ray Tune (see `mlhub hpo trials|plot`)."""
     doc = _document(spec_file, "hpo", _common(None, priority, None, None, None, None))
     if wait:
         from mlhub.cli.hpo import submit_and_follow
 
-        raise typer.Exit(submit_and_follow(doc, json_=json_))
-    _submit(doc, False, json_)
+        raise typer.Exit(submit_and_follow(doc, json_=json_, working_dir=working_dir))
+    _submit(doc, False, json_, working_dir)
 
 
 def diagnose(

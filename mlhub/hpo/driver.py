@@ -268,7 +268,13 @@ def run_search(ctx: Any, spec: HpoSpec) -> SearchOutcome:
     name = experiment_name(ctx.tenant_id, ctx.job_id)
     storage = ctx.settings.ray_storage_path
     path = f"{storage.rstrip('/')}/{name}"
-    trainable = build_trainable(spec, data)
+    from mlhub.jobs.code import trial_code
+
+    code = trial_code(ctx.backends, ctx.principal, spec.trainer)
+    if code is not None:
+        print(f"code: {spec.trainer.code.sha256[:12]} ({len(code['data']):,} bytes) goes to every trial", flush=True)
+    trainable = build_trainable(spec, data, code=code,
+                                allowed_roots=tuple(str(r) for r in ctx.settings.allowed_data_roots))
     resumed = tune.Tuner.can_restore(path)
     freed = release_placement_groups(storage, ctx.tenant_id, ctx.job_id)
     if freed:

@@ -25,8 +25,11 @@ PG_KEY = "mlhub_placement_group"
 
 
 def run_trial(config: dict[str, Any], *, trainer_doc: dict[str, Any], data: Any, metric: str,
-              checkpoints: bool = False) -> None:
-    """Train ``trainer_doc`` with ``config`` merged in (see :func:`mlhub.hpo.space.apply_config`)."""
+              checkpoints: bool = False, code: dict[str, Any] | None = None,
+              allowed_roots: tuple[str, ...] = ()) -> None:
+    """Train ``trainer_doc`` with ``config`` merged in (see :func:`mlhub.hpo.space.apply_config`). A trainer
+    with custom code (``code``: see :func:`mlhub.jobs.code.trial_code`) runs it from the package, extracted
+    on this trial's node: its ``entrypoint`` loop, or a built-in adapter importing its ``module:factory`` model."""
     import ray
     from ray import tune
 
@@ -61,16 +64,28 @@ def run_trial(config: dict[str, Any], *, trainer_doc: dict[str, Any], data: Any,
             (Path(folder) / STATE_FILE).write_text(json.dumps({"epochs_done": epoch_report.epoch + 1}))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    adapter.train(spec, data, report)
+    if code is None:
+        adapter.train(spec, data, report)
+        return
+    from mlhub.jobs.code import activate, modules_needed, run_local_loop, trial_folder
+
+    folder = trial_folder(code)
+    if spec.entrypoint:
+        run_local_loop(spec, data, report, folder, [Path(r) for r in allowed_roots])
+    else:
+        activate(folder, modules_needed(spec))
+        adapter.train(spec, data, report)
 
 
-def build_trainable(spec: Any, data: Any) -> Any:
-    """``run_trial`` bound to the spec's trainer and the loaded data (put in the object store once), with
-    each trial's resources (:func:`mlhub.hpo.space.trial_resources`)."""
+def build_trainable(spec: Any, data: Any, *, code: dict[str, Any] | None = None,
+                    allowed_roots: tuple[str, ...] = ()) -> Any:
+    """``run_trial`` bound to the spec's trainer, the loaded data and the trainer's code package (each put in
+    the object store once), with each trial's resources (:func:`mlhub.hpo.space.trial_resources`)."""
     from ray import tune
 
     from mlhub.hpo.space import needs_checkpoints, trial_resources
 
     bound = tune.with_parameters(run_trial, trainer_doc=spec.trainer.model_dump(mode="json", exclude_none=True),
-                                 data=data, metric=spec.metric, checkpoints=needs_checkpoints(spec))
+                                 data=data, metric=spec.metric, checkpoints=needs_checkpoints(spec), code=code,
+                                 allowed_roots=tuple(allowed_roots))
     return tune.with_resources(bound, trial_resources(spec.trainer))

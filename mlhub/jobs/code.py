@@ -167,9 +167,12 @@ def pack_directory(root: str | Path, *, max_total: int = MAX_CODE_BYTES, max_fil
 
 
 def modules_needed(spec: Any) -> list[str]:
-    """The user modules a training spec imports: its entrypoint's, and a torch ``module:factory`` model's."""
-    from mlhub.domain.specs import TrainingSpec
+    """The user modules a training spec (or an HPO spec's trainer) imports: its entrypoint's, and a torch
+    ``module:factory`` model's."""
+    from mlhub.domain.specs import HpoSpec, TrainingSpec
 
+    if isinstance(spec, HpoSpec):
+        spec = spec.trainer
     if not isinstance(spec, TrainingSpec):
         return []
     out = []
@@ -191,11 +194,12 @@ def attach_code(backends: Any, principal: Any, spec: Any, working_dir: str | Pat
     code or already carries a reference. ``working_dir`` defaults to the current directory. ``on_packed``
     hears what was packed (and the artifact record); ``packs`` memoises packing across several specs."""
     from mlhub.artifact_records import ArtifactService
-    from mlhub.domain.specs import CodeRef
+    from mlhub.domain.specs import CodeRef, HpoSpec
     from mlhub.jobs.service import validate_for_submit
 
+    trainer = spec.trainer if isinstance(spec, HpoSpec) else spec  # an HPO job's trials run its trainer's code
     modules = modules_needed(spec)
-    if not modules or spec.code is not None:
+    if not modules or trainer.code is not None:
         return spec
     validate_for_submit(spec)  # a bad spec fails before anything is uploaded
     root = Path(working_dir if working_dir is not None else os.getcwd()).expanduser()
@@ -216,7 +220,10 @@ def attach_code(backends: Any, principal: Any, spec: Any, working_dir: str | Pat
         principal, packed.data, media_type=MEDIA_TYPE, name=f"{spec.name}-code.zip")
     if on_packed is not None:
         on_packed(packed, record)
-    return spec.model_copy(update={"code": CodeRef(artifact_id=record.id, sha256=record.sha256)})
+    ref = CodeRef(artifact_id=record.id, sha256=record.sha256)
+    if trainer is not spec:
+        return spec.model_copy(update={"trainer": trainer.model_copy(update={"code": ref})})
+    return spec.model_copy(update={"code": ref})
 
 
 # --- unpacking (where the job runs) --------------------------------------------------------------------
@@ -369,6 +376,26 @@ def activate(folder: str | Path | None, modules: list[str] | tuple[str, ...] = (
         file = getattr(module, "__file__", None)
         if other_job_code(file) or (name.split(".")[0] in tops and elsewhere(file)):
             del sys.modules[name]
+
+
+def trial_code(backends: Any, principal: Any, trainer: Any) -> dict[str, Any] | None:
+    """What an HPO trial needs to run its trainer's packed code on any node: the verified package bytes (they
+    travel in Ray's object store with the trainable) and where to extract them; None without code."""
+    if trainer.code is None:
+        return None
+    from mlhub.artifact_records import ArtifactService
+
+    fetch_code(backends, principal, trainer.code)  # checks the reference belongs to this tenant and matches
+    data = ArtifactService(backends.db, backends.artifacts).read_bytes(principal, trainer.code.artifact_id)
+    return {"data": data, "sha256": trainer.code.sha256,
+            "cache_root": str(Path(backends.settings.home) / "code" / principal.tenant_id)}
+
+
+def trial_folder(code: dict[str, Any] | None) -> str | None:
+    """Inside a trial: the extracted code folder (made once per node and package), or None."""
+    if code is None:
+        return None
+    return str(materialize(code["data"], code["sha256"], code["cache_root"]))
 
 
 def run_local_loop(spec: Any, data: Any, report: Callable[[Any], None], working_dir: str | None,

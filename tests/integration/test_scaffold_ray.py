@@ -74,3 +74,51 @@ def test_a_scaffolded_sklearn_trainer_runs_in_the_job_driver(hub, tmp_path):
     assert "epoch 10/10" in job.logs()
     version, model = hub.load_model(name)
     assert version.version == 1 and sorted(model.classes) == [0, 1, 2]
+
+
+def test_a_search_over_a_scaffolded_trainer_sends_its_code_to_every_trial(hub, hub_settings, tmp_path, monkeypatch,
+                                                                          capsys):
+    """`mlhub tune --wait` from the trainer's folder: the folder is packed once, every trial runs the user's
+    loop from the package (extracted where the trial runs), and the best params are retrained and registered."""
+    import yaml
+
+    from mlhub.cli.main import main
+
+    name = "tuned_sgd"
+    project = tmp_path / "tuned"
+    assert main(["scaffold", "trainer", name, "--framework", "sklearn", "--dir", str(project)]) == 0
+    module = project / f"{name}.py"
+    text = module.read_text().replace("    spec = session.spec\n",
+                                      "    session.log('my sgd loop, alpha=%s' % session.spec.params)\n"
+                                      "    spec = session.spec\n", 1)
+    marked = 'metrics = {f"val_{k}": v for k, v in test.items()}'
+    assert marked in text
+    module.write_text(text.replace(marked, marked + '\n        metrics["edited_loop"] = 1.0', 1))
+    trainer = yaml.safe_load((project / f"{name}.yaml").read_text())
+    trainer.pop("kind", None)
+    trainer["epochs"] = 2
+    search = {"kind": "hpo", "name": "tune-sgd", "metric": "val_accuracy", "mode": "max", "num_samples": 2,
+              "max_concurrent_trials": 2, "trainer": trainer,
+              "search_space": {"alpha": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}}
+    (project / "search.yaml").write_text(yaml.safe_dump(search))
+    capsys.readouterr()
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLHUB_DATABASE_URL", hub_settings.effective_database_url)
+    monkeypatch.setenv("MLHUB_HOME", str(hub_settings.home))
+    rc = main(["--api-key", hub.api_key, "tune", "search.yaml", "--wait"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+
+    with hub.backends.db.tenant_scope(hub.principal.tenant_id, readonly=True) as s:
+        job_id, spec = s.execute(select(Job.id, Job.spec).where(Job.tenant_id == hub.principal.tenant_id,
+                                                               Job.name == "tune-sgd")).one()
+    assert spec["trainer"]["code"]["sha256"]  # the trainer carries its packed folder
+    info = hub.job(job_id).status()
+    assert info.state == "succeeded" and info.result["trials"] == 2, info
+    trials = hub.trials(job_id)
+    # every trial ran the edited loop from the package: only it reports `edited_loop`
+    assert len(trials) == 2 and all(t.metrics.get("edited_loop") == 1.0 and t.iterations == 2 for t in trials)
+    logs = hub.job(job_id).logs()
+    assert "goes to every trial" in logs and "my sgd loop" in logs, logs[-3000:]  # the retrain ran the user's loop
+    version, model = hub.load_model(trainer["register_as"] if trainer.get("register_as") else trainer["name"])
+    assert version.job_id == job_id and version.code_version == spec["trainer"]["code"]["sha256"]
