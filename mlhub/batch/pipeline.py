@@ -6,14 +6,18 @@
    vectorised, about 0.1 s per million rows of 20 numeric features here), so every bad row is reported by
    its global row number (0-based across all the files of a folder, in name order), ``on_error="fail"``
    stops before any worker starts, and only valid rows, as float64, travel to the workers.
-2. The valid rows are scored by :class:`~mlhub.batch.scoring.BatchScorer` in batches of ``batch_size``:
-   in this process when ``num_workers`` is 1 or the input is small (fewer than ``ray_min_rows`` rows: an
-   actor pool's start-up costs more than it saves there), else by ``map_batches`` on a fixed pool of
-   ``num_workers`` Ray Data actors (``resources`` each), each loading the model once from the artifact's
-   verified bytes (put in the object store once; no pickled model travels) and opening its own connection
-   to the prediction cache. Each block carries its rows' positions, so predictions are put back in row
+2. With a prediction cache that holds anything of this model version, every valid row is hashed and looked
+   up here first (in chunks, ``MGET`` on Redis): rows this version already scored are served from the
+   cache, and a rerun whose rows are all cached neither loads the model nor starts a worker.
+3. The misses are scored by :class:`~mlhub.batch.scoring.BatchScorer` in batches of ``batch_size``, which
+   writes each prediction to the cache: in this process when ``num_workers`` is 1 or there are fewer than
+   ``ray_min_rows`` misses (an actor pool's start-up, several seconds here, costs more than it saves), else
+   by ``map_batches`` on a fixed pool of ``num_workers`` Ray Data actors (``resources`` each), each loading
+   the model once from the artifact's verified bytes (no pickled model travels) and opening its own
+   connection to the cache. Each block carries its rows' positions, so predictions are put back in row
    order whatever order the blocks finish in.
-3. ``progress`` is called as batches complete (rows done, rows/s, cached rows, bad rows).
+4. ``progress`` is called as cached rows are found and batches complete (rows done, rows/s, cached rows,
+   bad rows, workers).
 
 Everything but :func:`_score_on_ray` runs without Ray.
 """
@@ -31,9 +35,9 @@ import pandas as pd
 
 from mlhub import errors
 from mlhub.batch.cache import PredictionCache, PredictionCacheConfig
-from mlhub.batch.scoring import BatchScorer
+from mlhub.batch.scoring import BatchScorer, CachedRows, concat_predictions, look_up, merge_predictions
 from mlhub.errors import MlhubError
-from mlhub.training.batch import PREDICTION_COLUMN, ValidatedFrame, validate_frame
+from mlhub.training.batch import PREDICTION_COLUMN, validate_frame
 from mlhub.training.schema import RowError
 from mlhub.training.serialization import load_model
 
@@ -90,18 +94,18 @@ class BatchOutcome:
 
 
 class _Tracker:
-    """Turns completed batches into progress documents."""
+    """Turns rows found in the cache and completed batches into progress documents."""
 
-    def __init__(self, progress: Progress | None, total: int, n_bad: int, workers: int) -> None:
+    def __init__(self, progress: Progress | None, total: int, n_bad: int) -> None:
         self.progress = progress
         self.total = total
         self.n_bad = n_bad
-        self.workers = workers
+        self.workers = 1
         self.done = 0
         self.cached = 0
         self.started = time.perf_counter()
 
-    def add(self, rows: int, cached: int) -> None:
+    def add(self, rows: int, cached: int, *, last: bool = False) -> None:
         self.done += rows
         self.cached += cached
         if self.progress is not None:
@@ -109,7 +113,7 @@ class _Tracker:
             self.progress({"rows": self.total, "rows_done": self.done, "cached_rows": self.cached,
                            "bad_rows": self.n_bad, "workers": self.workers,
                            "rows_per_s": round(self.done / elapsed, 1) if elapsed > 0 else None},
-                          self.done >= self.total)
+                          last or self.done >= self.total)
 
 
 def predict_table(frame: pd.DataFrame, schema: dict[str, Any], model: ModelBytes, *, tenant_id: str,
@@ -119,73 +123,71 @@ def predict_table(frame: pd.DataFrame, schema: dict[str, Any], model: ModelBytes
                   progress: Progress | None = None) -> BatchOutcome:
     """Predict every valid row of ``frame`` with ``model`` (see the module docstring for the two paths).
 
-    ``progress(doc, last)`` is called after each completed batch (``last`` on the final one). Raises
-    :class:`~mlhub.errors.ValidationError` for an input that does not fit the schema, or any bad row under
-    ``on_error="fail"``.
+    ``progress(doc, last)`` is called as rows are found in the cache and as batches complete (``last`` on
+    the final call). Raises :class:`~mlhub.errors.ValidationError` for an input that does not fit the
+    schema, or any bad row under ``on_error="fail"``.
     """
     started = time.perf_counter()
     v = validate_frame(schema, frame, id_column=id_column, on_error=on_error)
-    use_ray = num_workers > 1 and len(v.x) >= max(ray_min_rows, 1)
-    workers = num_workers if use_ray else 1
-    tracker = _Tracker(progress, len(v.x), v.n_bad, workers)
-    if use_ray:
-        predictions, stats = _score_on_ray(v, model, tenant_id=tenant_id, version_id=version_id,
-                                           batch_size=batch_size, num_workers=num_workers,
-                                           resources=resources or {}, cache=cache, tracker=tracker)
-    else:
-        predictions, stats = _score_locally(v, model, tenant_id=tenant_id, version_id=version_id,
-                                            batch_size=batch_size, cache=cache, tracker=tracker)
-    if len(v.x) == 0:
-        tracker.add(0, 0)
-    out = pd.DataFrame({v.id_name: v.ids, PREDICTION_COLUMN: predictions})
-    return BatchOutcome(frame=out, errors=v.errors, n_rows=v.n_rows, n_bad=v.n_bad, cached_rows=tracker.cached,
-                        workers=workers, seconds=time.perf_counter() - started, cache=stats)
-
-
-def _score_locally(v: ValidatedFrame, model: ModelBytes, *, tenant_id: str, version_id: int, batch_size: int,
-                   cache: PredictionCacheConfig | None, tracker: _Tracker) -> tuple[np.ndarray, dict[str, int]]:
     pc = cache.open() if cache is not None else None
-    scorer = BatchScorer(model.load(), tenant_id=tenant_id, version_id=version_id, cache=pc)
-    parts = []
     try:
-        for start in range(0, len(v.x), batch_size):
-            scored = scorer.score(v.x[start:start + batch_size])
-            parts.append(scored.predictions)
-            tracker.add(len(scored.predictions), scored.cached_rows)
+        tracker = _Tracker(progress, len(v.x), v.n_bad)
+        if pc is not None and pc.holds_any(tenant_id, version_id):
+            found = look_up(pc, tenant_id, version_id, v.x, on_chunk=lambda rows, hits: tracker.add(hits, hits))
+        else:
+            found = CachedRows(np.zeros(len(v.x), dtype=bool), np.empty(0, dtype=np.float64))
+        misses = v.x[~found.hit] if found.count else v.x
+        use_ray = num_workers > 1 and len(misses) >= max(ray_min_rows, 1)
+        tracker.workers = num_workers if use_ray else 1
+        if use_ray:
+            fresh, stats = _score_on_ray(misses, model, tenant_id=tenant_id, version_id=version_id,
+                                         batch_size=batch_size, num_workers=num_workers,
+                                         resources=resources or {}, cache=cache, tracker=tracker)
+        else:
+            fresh, stats = _score_locally(misses, model, tenant_id=tenant_id, version_id=version_id,
+                                          batch_size=batch_size, cache=pc, tracker=tracker)
+        if tracker.done < tracker.total or tracker.total == 0:
+            tracker.add(0, 0, last=True)
+        if pc is not None:
+            stats = {k: pc.stats.get(k, 0) + stats.get(k, 0) for k in pc.stats}
     finally:
         if pc is not None:
             pc.close()
-    predictions = _concat(parts)
-    return predictions, dict(pc.stats) if pc is not None else {}
+    out = pd.DataFrame({v.id_name: v.ids, PREDICTION_COLUMN: merge_predictions(found.hit, found.predictions, fresh)})
+    return BatchOutcome(frame=out, errors=v.errors, n_rows=v.n_rows, n_bad=v.n_bad, cached_rows=found.count,
+                        workers=tracker.workers, seconds=time.perf_counter() - started, cache=stats)
 
 
-def _concat(parts: list[np.ndarray]) -> np.ndarray:
-    if not parts:
-        return np.empty(0, dtype=np.float64)
-    kinds = {p.dtype.kind for p in parts}
-    if len(kinds) > 1 and not kinds <= set("biuf"):
-        parts = [p.astype(object) for p in parts]
-    return np.concatenate(parts)
+def _score_locally(x: np.ndarray, model: ModelBytes, *, tenant_id: str, version_id: int, batch_size: int,
+                   cache: PredictionCache | None, tracker: _Tracker) -> tuple[np.ndarray, dict[str, int]]:
+    if len(x) == 0:
+        return np.empty(0, dtype=np.float64), {}
+    scorer = BatchScorer(model.load, tenant_id=tenant_id, version_id=version_id, cache=cache)
+    parts = []
+    for start in range(0, len(x), batch_size):
+        parts.append(scorer.score(x[start:start + batch_size]))
+        tracker.add(len(parts[-1]), 0)
+    return concat_predictions(parts), {}
 
 
 # --- on Ray Data ---------------------------------------------------------------------------------------
 
 
 class _Predictor:
-    """A Ray Data actor: the model loaded once, a cache connection, one scorer; ``__call__`` per batch."""
+    """A Ray Data actor: one scorer (the model loaded once, on the first batch) and its own connection to the
+    prediction cache; ``__call__`` scores one batch and writes it to the cache."""
 
     def __init__(self, model: ModelBytes, tenant_id: str, version_id: int, cache: PredictionCacheConfig | None,
                  n_features: int) -> None:
         self.cache: PredictionCache | None = cache.open() if cache is not None else None
-        self.scorer = BatchScorer(model.load(), tenant_id=tenant_id, version_id=version_id, cache=self.cache)
+        self.scorer = BatchScorer(model.load, tenant_id=tenant_id, version_id=version_id, cache=self.cache)
         self.n_features = n_features
         self.reported: dict[str, int] = {}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = np.column_stack([batch[f"x{j}"] for j in range(self.n_features)])
-        scored = self.scorer.score(x)
-        out = {_POS: batch[_POS], PREDICTION_COLUMN: scored.predictions, "cached": scored.cached}
-        # the cache's counters since the last batch, so the driver can sum them over actors
+        out = {_POS: batch[_POS], PREDICTION_COLUMN: self.scorer.score(x)}
+        # the cache's counters since the last batch, in the batch's first row, so the driver can sum them
         stats = dict(self.cache.stats) if self.cache is not None else {}
         for k, total in stats.items():
             out[f"cache_{k}"] = np.zeros(len(x), dtype=np.int64)
@@ -206,7 +208,7 @@ def _first_mlhub_error(exc: BaseException) -> MlhubError | None:
     return None
 
 
-def _score_on_ray(v: ValidatedFrame, model: ModelBytes, *, tenant_id: str, version_id: int, batch_size: int,
+def _score_on_ray(x: np.ndarray, model: ModelBytes, *, tenant_id: str, version_id: int, batch_size: int,
                   num_workers: int, resources: dict[str, Any], cache: PredictionCacheConfig | None,
                   tracker: _Tracker) -> tuple[np.ndarray, dict[str, int]]:
     import ray
@@ -215,13 +217,13 @@ def _score_on_ray(v: ValidatedFrame, model: ModelBytes, *, tenant_id: str, versi
     context = DataContext.get_current()
     context.enable_progress_bars = False  # the job's progress events say it; bars would flood its log
     context.execution_options.preserve_order = False
-    n, f = v.x.shape
+    n, f = x.shape
     # blocks of whole batches, several per actor so that the pool stays busy and progress moves
     per_block = max(batch_size, math.ceil(n / (num_workers * 8) / batch_size) * batch_size)
     per_block = min(per_block, max(batch_size, 65_536))
     blocks = []
     for start in range(0, n, per_block):
-        chunk = v.x[start:start + per_block]
+        chunk = x[start:start + per_block]
         cols = {_POS: np.arange(start, start + len(chunk), dtype=np.int64)}
         cols.update({f"x{j}": chunk[:, j] for j in range(f)})
         blocks.append(pd.DataFrame(cols, copy=False))
@@ -245,7 +247,7 @@ def _score_on_ray(v: ValidatedFrame, model: ModelBytes, *, tenant_id: str, versi
             for key, col in batch.items():
                 if key.startswith("cache_"):
                     stats[key[6:]] = stats.get(key[6:], 0) + int(np.asarray(col).sum())
-            tracker.add(len(positions[-1]), int(np.asarray(batch["cached"]).sum()))
+            tracker.add(len(positions[-1]), 0)
     except Exception as exc:
         typed = _first_mlhub_error(exc)
         if typed is not None:  # the workers' own errors, re-raised typed (a bad input fails permanently)
@@ -253,7 +255,7 @@ def _score_on_ray(v: ValidatedFrame, model: ModelBytes, *, tenant_id: str, versi
             raise cls(typed.message, details=typed.details or None) from None
         raise
     pos = np.concatenate(positions) if positions else np.empty(0, dtype=np.int64)
-    preds = _concat(predictions)
+    preds = concat_predictions(predictions)
     if len(pos) != n or (n and not np.array_equal(np.sort(pos), np.arange(n))):
         raise RuntimeError(f"Ray Data returned {len(pos)} predictions for {n} rows")
     ordered = np.empty_like(preds)

@@ -1,13 +1,16 @@
-"""Scoring one batch of validated rows: cache look-up, prediction of the misses, cache write.
+"""The two halves of scoring validated rows: :func:`look_up` (what the prediction cache already holds) and
+:class:`BatchScorer` (predict a batch, write its predictions to the cache).
 
-:class:`BatchScorer` is plain Python: the single-process path calls it batch after batch, and each Ray Data
-actor of :mod:`mlhub.batch.pipeline` holds one (with the model it loaded once) and calls it per batch.
-Rows arrive already validated (:func:`mlhub.training.batch.validate_frame`), as a float64 matrix in the
-schema's feature order, so a row's hash is the same whichever path or batch scores it.
+Both are plain Python. The caller looks the whole table up first, so a rerun whose rows are all cached never
+loads the model nor starts a worker; only the misses are scored, batch after batch in one process or by
+the Ray Data actors of :mod:`mlhub.batch.pipeline`, each of which holds one scorer. Rows arrive validated
+(:func:`mlhub.training.batch.validate_frame`), as a float64 matrix in the schema's feature order, so a
+row's hash is the same whichever process or batch computes it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,19 +20,54 @@ from mlhub.batch.cache import PredictionCache, decode_predictions, encode_predic
 from mlhub.errors import ValidationError
 from mlhub.training.batch import row_digests
 
-__all__ = ["BatchScorer", "ScoredBatch", "merge_predictions"]
+__all__ = ["BatchScorer", "CachedRows", "concat_predictions", "look_up", "merge_predictions"]
 
 
 @dataclass
-class ScoredBatch:
-    """``predictions`` in the batch's row order; ``cached``: which of them came from the cache."""
+class CachedRows:
+    """What the cache held for a table's rows: ``hit`` (one flag per row) and ``predictions`` of the hit rows,
+    in row order."""
 
+    hit: np.ndarray
     predictions: np.ndarray
-    cached: np.ndarray
 
     @property
-    def cached_rows(self) -> int:
-        return int(self.cached.sum())
+    def count(self) -> int:
+        return int(self.hit.sum())
+
+
+def look_up(cache: PredictionCache, tenant_id: str, version_id: int, x: np.ndarray, *, chunk: int = 65_536,
+            on_chunk: Callable[[int, int], None] | None = None) -> CachedRows:
+    """Look every row of ``x`` up in ``cache``, ``chunk`` rows per round (``on_chunk(rows, hits)`` after each).
+
+    An entry that does not decode counts as an error of the cache and its rows as misses.
+    """
+    n = len(x)
+    hit = np.zeros(n, dtype=bool)
+    parts: list[np.ndarray] = []
+    for start in range(0, n, chunk):
+        found = cache.get_many(tenant_id, version_id, row_digests(x[start:start + chunk]))
+        mask = np.fromiter((v is not None for v in found), dtype=bool, count=len(found))
+        if mask.any():
+            try:
+                parts.append(decode_predictions([v for v in found if v is not None]))
+            except (ValueError, UnicodeDecodeError):  # a foreign or corrupt entry: predict those rows again
+                cache.stats["errors"] += 1
+                mask[:] = False
+        hit[start:start + len(found)] = mask
+        if on_chunk is not None:
+            on_chunk(len(found), int(mask.sum()))
+    return CachedRows(hit, concat_predictions(parts))
+
+
+def concat_predictions(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate prediction arrays; text and numbers mixed become an object array."""
+    if not parts:
+        return np.empty(0, dtype=np.float64)
+    kinds = {p.dtype.kind for p in parts}
+    if len(kinds) > 1 and not kinds <= set("biuf"):
+        parts = [p.astype(object) for p in parts]
+    return np.concatenate(parts)
 
 
 def merge_predictions(hit: np.ndarray, cached: np.ndarray, fresh: np.ndarray) -> np.ndarray:
@@ -49,18 +87,26 @@ def merge_predictions(hit: np.ndarray, cached: np.ndarray, fresh: np.ndarray) ->
 
 
 class BatchScorer:
-    """Scores batches with one loaded model (anything with ``predict(x)``) of ``version_id``.
+    """Scores batches with the model ``load()`` returns (anything with ``predict(x)``) of ``version_id``,
+    and writes each prediction to the ``cache`` (when given) under (``tenant_id``, ``version_id``, row hash).
 
-    With a ``cache``, rows whose hash it holds for (``tenant_id``, ``version_id``) are not predicted, and
-    new predictions are written back. A model that rejects its input (``ValueError``, e.g. NaN in a nullable
-    feature the model cannot take) raises :class:`ValidationError`.
+    ``load`` is called once, on the first batch. A model that rejects its input (``ValueError``, e.g. NaN
+    in a nullable feature the model cannot take) raises :class:`ValidationError`.
     """
 
-    def __init__(self, model: Any, *, tenant_id: str, version_id: int, cache: PredictionCache | None = None) -> None:
-        self.model = model
+    def __init__(self, load: Callable[[], Any], *, tenant_id: str, version_id: int,
+                 cache: PredictionCache | None = None) -> None:
+        self._load = load
+        self._model: Any = None
         self.tenant_id = tenant_id
         self.version_id = version_id
         self.cache = cache
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = self._load()
+        return self._model
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         try:
@@ -75,27 +121,13 @@ class BatchScorer:
             p = p.astype(str)
         return p
 
-    def score(self, x: np.ndarray) -> ScoredBatch:
-        """Predictions for every row of ``x`` (2-D float64)."""
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Predictions for every row of ``x`` (2-D float64), written to the cache when there is one."""
         x = np.asarray(x, dtype=np.float64)
-        n = len(x)
-        if n == 0:
-            return ScoredBatch(np.empty(0, dtype=np.float64), np.zeros(0, dtype=bool))
-        if self.cache is None:
-            return ScoredBatch(self._predict(x), np.zeros(n, dtype=bool))
-        digests = row_digests(x)
-        found = self.cache.get_many(self.tenant_id, self.version_id, digests)
-        hit = np.fromiter((v is not None for v in found), dtype=bool, count=n)
-        cached = np.empty(0, dtype=np.float64)
-        if hit.any():
-            try:
-                cached = decode_predictions([v for v in found if v is not None])
-            except (ValueError, UnicodeDecodeError):  # a foreign or corrupt entry: predict those rows again
-                self.cache.stats["errors"] += 1
-                hit[:] = False
-        miss = np.flatnonzero(~hit)
-        fresh = self._predict(x[miss]) if len(miss) else np.empty(0, dtype=np.float64)
-        if len(miss):
+        if len(x) == 0:
+            return np.empty(0, dtype=np.float64)
+        predictions = self._predict(x)
+        if self.cache is not None:
             self.cache.set_many(self.tenant_id, self.version_id,
-                                list(zip([digests[i] for i in miss], encode_predictions(fresh), strict=True)))
-        return ScoredBatch(merge_predictions(hit, cached, fresh), hit)
+                                list(zip(row_digests(x), encode_predictions(predictions), strict=True)))
+        return predictions

@@ -157,8 +157,7 @@ def run_batch_prediction(ctx: AttemptContext, spec: BatchPredictionSpec) -> dict
     if version.artifact_sha256 is None:
         raise PermanentJobFailure(f"model {version.model}/{version.version} has no artifact")
     payload = ctx.backends.artifacts.read_bytes(ctx.tenant_id, version.artifact_sha256)  # verified by sha256
-    model = ModelBytes(version.framework, version.model_format, payload)
-    model.load()  # refuses an unsafe or corrupt artifact here, before any worker starts
+    model = ModelBytes(version.framework, version.model_format, payload)  # loaded where it predicts
     frame = load_table(spec.input, allowed_roots=ctx.settings.allowed_data_roots)
     cache = PredictionCacheConfig.from_settings(ctx.settings) if spec.use_cache else None
     print(f"batch prediction with {version.model}/{version.version}: {len(frame):,} rows from {spec.input}; "

@@ -11,7 +11,7 @@ import pytest
 from mlhub.batch import ModelBytes, PredictionCacheConfig, predict_table
 from mlhub.batch.pipeline import _Predictor
 from mlhub.domain.specs import DatasetSpec, TrainingSpec, job_demand, parse_spec
-from mlhub.errors import ValidationError
+from mlhub.errors import ModelLoadError, ValidationError
 from mlhub.training.adapters import get_adapter
 from mlhub.training.datasets import load_dataset, load_table
 
@@ -116,20 +116,33 @@ def test_a_small_input_stays_in_process_even_with_workers(tmp_path, trained):
     assert out.workers == 1 and out.path == "local" and len(out.frame) == 55
 
 
-def test_the_ray_data_actor_scores_a_batch_and_reports_its_cache_counters_once(tmp_path, trained):
+def test_the_ray_data_actor_scores_a_batch_writes_the_cache_and_reports_each_write_once(tmp_path, trained):
     model, schema, names, _, clean = _table(tmp_path, trained)
     cache = PredictionCacheConfig(sqlite_path=tmp_path / "p.sqlite")
-    actor = _Predictor(model, "t", 2, cache, len(names))
+    actor = _Predictor(ModelBytes(model.framework, model.model_format, model.payload), "t", 2, cache, len(names))
     x = clean.to_numpy()
-    batch = {"__pos__": np.arange(100, 110), **{f"x{j}": x[:10, j] for j in range(len(names))}}
-    first = actor(batch)
-    second = actor(batch)
+    first = actor({"__pos__": np.arange(100, 110), **{f"x{j}": x[:10, j] for j in range(len(names))}})
+    second = actor({"__pos__": np.arange(110, 115), **{f"x{j}": x[10:15, j] for j in range(len(names))}})
     np.testing.assert_array_equal(first["__pos__"], np.arange(100, 110))
-    np.testing.assert_array_equal(first["prediction"], model.load().predict(x[:10]))
-    np.testing.assert_array_equal(second["prediction"], first["prediction"])
-    assert first["cached"].sum() == 0 and second["cached"].sum() == 10
-    assert first["cache_writes"].sum() == 10 and second["cache_writes"].sum() == 0
-    assert second["cache_hits"].sum() == 10
+    np.testing.assert_array_equal(np.concatenate([first["prediction"], second["prediction"]]),
+                                  model.load().predict(x[:15]))
+    assert first["cache_writes"].tolist() == [10] + [0] * 9 and second["cache_writes"].tolist() == [5, 0, 0, 0, 0]
+    later = predict_table(clean, schema, model, tenant_id="t", version_id=2, cache=cache)
+    assert later.cached_rows == 15 and later.cache["writes"] == 40
+
+
+def test_a_rerun_served_wholly_from_the_cache_never_loads_the_model(tmp_path, trained):
+    model, schema, _, _, clean = _table(tmp_path, trained)
+    cache = PredictionCacheConfig(sqlite_path=tmp_path / "p.sqlite")
+    first = predict_table(clean, schema, model, tenant_id="t", version_id=3, cache=cache)
+    unloadable = ModelBytes("sklearn", "skops", b"not a model at all")
+    progress = []
+    again = predict_table(clean, schema, unloadable, tenant_id="t", version_id=3, cache=cache, num_workers=2,
+                          ray_min_rows=1, progress=lambda doc, last: progress.append((doc["rows_done"], last)))
+    assert again.cached_rows == 55 and again.workers == 1 and progress == [(55, True)]
+    pd.testing.assert_frame_equal(again.frame, first.frame)
+    with pytest.raises(ModelLoadError):  # it would have been refused, had it been loaded
+        predict_table(clean.iloc[:3] + 1, schema, unloadable, tenant_id="t", version_id=3, cache=cache)
 
 
 def test_a_pickled_model_is_its_bytes_never_the_loaded_model(trained):

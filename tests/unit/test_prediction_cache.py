@@ -50,6 +50,7 @@ def test_entries_outlive_the_process_and_are_scoped_by_tenant_and_version(tmp_pa
     reader = _cache(path)  # a new connection, as the next job's process opens it
     found = reader.get_many("acme", 7, digests)
     assert decode_predictions(found[:3]).tolist() == [1.0, 2.0, 3.0] and found[3] is None
+    assert reader.holds_any("acme", 7) and not reader.holds_any("acme", 8) and not reader.holds_any("other", 7)
     assert reader.get_many("acme", 8, digests) == [None] * 4  # another version of the model
     assert reader.get_many("other", 7, digests) == [None] * 4  # another tenant
     assert reader.stats == {"hits": 3, "misses": 9, "writes": 0, "errors": 0, "skipped": 0}
@@ -83,9 +84,10 @@ def test_a_corrupted_file_degrades_to_misses_and_logs_once(tmp_path, caplog):
     digests = row_digests(np.ones((3, 2)))
     with caplog.at_level(logging.WARNING, logger="mlhub.batch.cache"):
         assert cache.get_many("t", 1, digests) == [None] * 3
+        assert cache.holds_any("t", 1) is False
         cache.set_many("t", 1, [(digests[0], b"f" + bytes(8))])
         assert cache.get_many("t", 1, digests) == [None] * 3
-    assert cache.stats["errors"] == 1 and cache.stats["skipped"] == 2  # cooling down after the first failure
+    assert cache.stats["errors"] == 1 and cache.stats["skipped"] == 3  # cooling down after the first failure
     assert [r.message.split(" failed")[0] for r in caplog.records] == [f"prediction cache (sqlite {path}) read"]
 
 
