@@ -94,29 +94,28 @@ def start_run(name: str | None = None, *, experiment: str = "default", tags: Map
     """Create a run (status ``running``) and return it; use it as a context manager to end it.
 
     ``name``: at most 128 characters (default: the script's name and the UTC time). ``nested``: when True (the
-    default) a run started while another is active, or inside a job (:func:`job_run`), becomes its child;
-    False starts a top-level run. ``settings``/``api_key``: where to write and as whom (default: the
-    ``MLHUB_*`` environment); a nested run without them writes where its parent writes.
+    default) a run started while another is active, or inside a job (:func:`job_run`), becomes its child
+    (when both write to the same tenant and database); False starts a top-level run. ``settings``/``api_key``:
+    where to write and as whom; without them a run writes where the active run (else the job's run) writes,
+    else as the ``MLHUB_*`` environment says.
     """
     name = _default_name() if name is None else name
     _check_label(name, "run name")
     _check_label(experiment, "experiment")
     clean_params = _stringify(params or {}, "param")
     clean_tags = _stringify(tags or {}, "tag")
-    parent = active_run() if nested else None
-    job = _JOB_RUN.get()
-    explicit = settings is not None or api_key is not None
-    if explicit:
+    active, job = active_run(), _JOB_RUN.get()
+    # the enclosing run: the active one, else the job's (its target, its id)
+    enclosing = (active._target, active.id) if active is not None else job
+    if settings is not None or api_key is not None:
         target = _target_for(settings, api_key)
-    elif parent is not None:
-        target = parent._target
-    elif job is not None:
-        target = job[0]
+    elif enclosing is not None:
+        target = enclosing[0]
     else:
         target = _target_for(None, None)
-    parent_run_id = parent.id if parent is not None else (job[1] if nested and job is not None else None)
-    if parent is not None and parent._target.principal.tenant_id != target.principal.tenant_id:
-        parent_run_id = None  # never point across tenants
+    parent_run_id = None
+    if nested and enclosing is not None and _same_place(enclosing[0], target):
+        parent_run_id = enclosing[1]  # never across tenants or databases
     run = Run._create(target, name, experiment, parent_run_id, clean_params, clean_tags)
     _ACTIVE.set((*_ACTIVE.get(), run))
     _OPEN.add(run)
@@ -456,6 +455,10 @@ def _target_for(settings: Settings | None, api_key: str | None) -> _Target:
                 raise
             target = _TARGETS[key] = _Target(backends, principal)
     return target
+
+
+def _same_place(a: _Target, b: _Target) -> bool:
+    return a.principal.tenant_id == b.principal.tenant_id and a.backends.db.url == b.backends.db.url
 
 
 def _check_key(key: Any, what: str) -> str:

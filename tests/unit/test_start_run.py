@@ -241,11 +241,14 @@ def test_inside_a_job_a_run_nests_under_the_jobs_run_as_the_jobs_tenant(settings
             run.log_metric("loss", 0.3)
             with mlhub.start_run("fold-1") as fold:
                 pass
-        with mlhub.start_run("unrelated", nested=False, settings=settings) as own:
+        with mlhub.start_run("top-level", nested=False) as top:  # the job's tenant, no parent
+            pass
+        with mlhub.start_run("elsewhere", settings=settings) as own:  # the embedded default's tenant
             pass
     assert (run.tenant_id, run.parent_run_id) == (job_tenant.tenant_id, job_run_id)
     assert fold.parent_run_id == run.id
-    assert own.parent_run_id is None and own.tenant_id != job_tenant.tenant_id  # the embedded default tenant
+    assert (top.tenant_id, top.parent_run_id) == (job_tenant.tenant_id, None)
+    assert own.parent_run_id is None and own.tenant_id != job_tenant.tenant_id  # never nested across tenants
     svc = TrackingService(backends.db)
     assert svc.get_run(job_tenant, run.id).latest_metrics == {"loss": 0.3}
 
