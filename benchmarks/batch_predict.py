@@ -144,7 +144,16 @@ def main() -> None:
          f"{median(first) / median(rerun):.2f}", " ".join(f"{s:.2f}" for s in rerun)],
     ])
 
-    # where the time goes: the per-row costs of the cache, in this process
+    # where the time goes: the Ray Data job's fixed cost (two batches: start-up, imports, model load per
+    # actor), and the per-row costs of the cache, in this process
+    small = pd.read_parquet(source).iloc[:2 * args.batch_size]
+    fixed = []
+    for _ in range(3):
+        t = time.perf_counter()
+        predict_table(small, schema, model.__class__(model.framework, model.model_format, model.payload),
+                      tenant_id="bench", version_id=1, batch_size=args.batch_size, num_workers=args.workers,
+                      ray_min_rows=0)
+        fixed.append(time.perf_counter() - t)
     x = pd.read_parquet(source).to_numpy(dtype=np.float64)[:200_000]
     t = time.perf_counter()
     digests = row_digests(x)
@@ -162,6 +171,8 @@ def main() -> None:
     m.predict(x[:10_000])
     predict_s = (time.perf_counter() - t) * 100
     print()
+    print(f"Ray Data job on {len(small):,} rows (its fixed cost): median {median(fixed):.1f} s of "
+          f"{' '.join(f'{f:.1f}' for f in fixed)}")
     print(f"per million rows, one process: sha256 row hashes {hash_s * 5:.2f} s, SQLite cache write "
           f"{write_s * 5:.2f} s, read {read_s * 5:.2f} s; the model's predict {predict_s:.1f} s")
     print(rerun_hint())
