@@ -27,6 +27,7 @@ from mlhub.jobs.service import JobService, ScheduleInfo
 from mlhub.jobs.store import JobInfo
 from mlhub.registry.api import Models
 from mlhub.registry.service import ModelSummary, RegistryService
+from mlhub.tracking import TrackingService
 
 
 def resolve_principal(backends: Backends, api_key: str | None, *, source: str = "python") -> Principal:
@@ -93,6 +94,7 @@ class Hub:
         self.registry = RegistryService(self.backends.db, cache=self.backends.cache,
                                         cache_ttl_s=self.settings.cache_ttl_s)
         self.models = Models(self.registry, self.principal, self.backends.artifacts)
+        self.runs = TrackingService(self.backends.db)  # hub.runs.list_runs(hub.principal, filter="metrics.f1 > 0.9")
 
     def close(self) -> None:
         self.backends.close()

@@ -78,7 +78,10 @@ def run_training(ctx: AttemptContext, spec: TrainingSpec) -> dict[str, Any]:
         final = train_on_ray(ctx, spec, run_id, working_dir=working_dir)
         trained = trained_model(final.payload, final.model_format, final.info, data, framework=spec.framework)
     elif spec.entrypoint:  # custom code of a single-process framework: its loop, here in the driver
-        trained = run_local_loop(spec, data, report, working_dir, ctx.settings.allowed_data_roots)
+        from mlhub.run_logging import job_run
+
+        with job_run(ctx.backends, ctx.principal, run_id):  # its own start_run calls nest under the job's run
+            trained = run_local_loop(spec, data, report, working_dir, ctx.settings.allowed_data_roots)
     else:
         trained = adapter.train(spec, data, report)
     artifact = ArtifactService(ctx.backends.db, ctx.backends.artifacts).upload(

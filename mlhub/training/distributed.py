@@ -308,10 +308,12 @@ def _read_checkpoint(folder: Path) -> tuple[int, dict[str, bytes]] | None:
 def ray_worker_loop(config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` of every mlhub Ray Train job: a session, the spec's loop, output captured."""
     from mlhub.jobs.capture import OutputCapture
+    from mlhub.run_logging import job_run
 
     session = RayTrainSession(config)
     capture = OutputCapture(session.ctx.store_logs)
-    with capture:
+    # mlhub.start_run in the user's loop writes as the job's tenant, nested under the job's run
+    with capture, job_run(session.ctx.backends, session.ctx.principal, session.run_id):
         session.restore()
         loop_for(session.spec, session.working_dir)(session)
     if pending := capture.take_pending():

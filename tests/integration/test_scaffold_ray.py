@@ -23,8 +23,11 @@ def test_a_scaffolded_torch_trainer_runs_as_a_job_and_registers_a_loadable_model
     project = tmp_path / "project"
     assert main(["scaffold", "trainer", name, "--framework", "torch", "--dir", str(project)]) == 0
     module = project / f"{name}.py"  # a user's edit, to see that the worker ran this very file
-    module.write_text(module.read_text().replace("    spec = session.spec\n",
-                                                 "    session.log('hello from my edited loop')\n    spec = session.spec\n", 1))
+    probe = ("    session.log('hello from my edited loop')\n"
+             "    import mlhub\n"
+             "    with mlhub.start_run('inner-probe') as probe:  # the user's own tracking, inside the job\n"
+             "        probe.log_metric('probe', 1.0)\n")
+    module.write_text(module.read_text().replace("    spec = session.spec\n", probe + "    spec = session.spec\n", 1))
     (project / "README.txt").write_text("not code, travels anyway\n")
     (project / ".venv").mkdir()
     (project / ".venv" / "big.bin").write_bytes(b"\0" * 1024)  # never packed
@@ -46,6 +49,11 @@ def test_a_scaffolded_torch_trainer_runs_as_a_job_and_registers_a_loadable_model
     assert info.state == "succeeded" and info.result["model_version"] == 1 and info.result["framework"] == "torch"
     logs = hub.job(job_id).logs()
     assert f"code: {sha[:12]}" in logs and "hello from my edited loop" in logs and "epoch 2/2" in logs, logs[-3000:]
+
+    # the loop's own start_run wrote as the job's tenant, nested under the job's run (one per Train worker)
+    probes = hub.runs.list_runs(hub.principal, filter="name = 'inner-probe'")
+    assert probes and {p.parent_run_id for p in probes} == {info.result["run_id"]}
+    assert all(hub.runs.get_run(hub.principal, p.id).latest_metrics == {"probe": 1.0} for p in probes)
 
     version, model = hub.load_model(name)
     assert version.version == 1 and model.task == "classification"
