@@ -24,7 +24,9 @@ Everything but :func:`_score_on_ray` runs without Ray.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ __all__ = ["DEFAULT_RAY_MIN_ROWS", "BatchOutcome", "ModelBytes", "predict_table"
 
 DEFAULT_RAY_MIN_ROWS = 50_000
 _POS = "__pos__"
+_ERROR_MARK = "<<mlhub-error>>"
 
 Progress = Callable[[dict[str, Any], bool], None]
 
@@ -186,7 +189,12 @@ class _Predictor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = np.column_stack([batch[f"x{j}"] for j in range(self.n_features)])
-        out = {_POS: batch[_POS], PREDICTION_COLUMN: self.scorer.score(x)}
+        try:
+            predictions = self.scorer.score(x)
+        except MlhubError as exc:  # Ray Data keeps only the text of a worker's error: put the type in it
+            doc = {"error": type(exc).__name__, "message": exc.message}
+            raise RuntimeError(f"{_ERROR_MARK}{json.dumps(doc)}{_ERROR_MARK}") from exc
+        out = {_POS: batch[_POS], PREDICTION_COLUMN: predictions}
         # the cache's counters since the last batch, in the batch's first row, so the driver can sum them
         stats = dict(self.cache.stats) if self.cache is not None else {}
         for k, total in stats.items():
@@ -197,15 +205,20 @@ class _Predictor:
         return out
 
 
-def _first_mlhub_error(exc: BaseException) -> MlhubError | None:
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, MlhubError):
-            return cur
-        cur = cur.__cause__ or cur.__context__
-    return None
+def _worker_error(exc: BaseException) -> MlhubError | None:
+    """The mlhub error a Ray Data actor raised (see :meth:`_Predictor.__call__`), rebuilt with its type."""
+    m = re.search(re.escape(_ERROR_MARK) + "(.*?)" + re.escape(_ERROR_MARK), str(exc), re.S)
+    if m is None:
+        return None
+    try:
+        doc = json.loads(m.group(1))
+    except ValueError:
+        return None
+    name = doc.get("error", "")
+    cls = getattr(errors, name, None) if name in errors.__all__ else None
+    if not (isinstance(cls, type) and issubclass(cls, MlhubError)):
+        cls = MlhubError
+    return cls(str(doc.get("message", "a Ray Data worker failed")))
 
 
 def _score_on_ray(x: np.ndarray, model: ModelBytes, *, tenant_id: str, version_id: int, batch_size: int,
@@ -249,10 +262,9 @@ def _score_on_ray(x: np.ndarray, model: ModelBytes, *, tenant_id: str, version_i
                     stats[key[6:]] = stats.get(key[6:], 0) + int(np.asarray(col).sum())
             tracker.add(len(positions[-1]), 0)
     except Exception as exc:
-        typed = _first_mlhub_error(exc)
+        typed = _worker_error(exc)
         if typed is not None:  # the workers' own errors, re-raised typed (a bad input fails permanently)
-            cls = getattr(errors, type(typed).__name__, MlhubError)
-            raise cls(typed.message, details=typed.details or None) from None
+            raise typed from None
         raise
     pos = np.concatenate(positions) if positions else np.empty(0, dtype=np.int64)
     preds = concat_predictions(predictions)

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from mlhub.batch import ModelBytes, PredictionCacheConfig, predict_table
-from mlhub.batch.pipeline import _Predictor
+from mlhub.batch.pipeline import _Predictor, _worker_error
 from mlhub.domain.specs import DatasetSpec, TrainingSpec, job_demand, parse_spec
-from mlhub.errors import ModelLoadError, ValidationError
+from mlhub.errors import MlhubError, ModelLoadError, ValidationError
 from mlhub.training.adapters import get_adapter
 from mlhub.training.datasets import load_dataset, load_table
 
@@ -160,3 +160,16 @@ def test_workers_reserve_their_resources_and_the_driver_none():
     assert job_demand(parse_spec({**doc, "num_workers": 2})) == {"num_cpus": 2.0, "num_gpus": 0.0, "driver": True}
     spec = parse_spec({**doc, "num_workers": 3, "resources": {"num_cpus": 0.5}, "use_cache": False})
     assert job_demand(spec) == {"num_cpus": 1.5, "num_gpus": 0.0, "driver": True} and spec.use_cache is False
+
+
+def test_an_actor_s_own_error_reaches_the_driver_with_its_type(tmp_path, trained):
+    _, schema, names, _, clean = _table(tmp_path, trained)
+    actor = _Predictor(ModelBytes("sklearn", "skops", b"not a model"), "t", 1, None, len(names))
+    with pytest.raises(RuntimeError) as raised:
+        actor({"__pos__": np.arange(3), **{f"x{j}": clean.to_numpy()[:3, j] for j in range(len(names))}})
+    # Ray Data hands the driver only the text of a worker's error, wrapped in its own
+    wrapped = Exception(f"ray::MapWorker(...) failed\nTraceback ...\n{raised.value}\n\nUDF failed to process a data block.")
+    rebuilt = _worker_error(wrapped)
+    assert type(rebuilt) is ModelLoadError and rebuilt.message == "not a skops archive (expected a zip file)"
+    assert _worker_error(Exception("a worker died")) is None
+    assert type(_worker_error(Exception('<<mlhub-error>>{"error": "os", "message": "m"}<<mlhub-error>>'))) is MlhubError
