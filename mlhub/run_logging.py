@@ -297,8 +297,8 @@ class Run:
         else:
             record = service.upload(self._target.principal, payload, media_type=media_type, name=name,
                                     run_id=self.id)
-        if record.run_id is None:  # the same bytes were uploaded before, by no run
-            self._write(lambda s, repo: repo.attach_artifact(s, self.tenant_id, record.id, self.id))
+        # linked under this run also when the same bytes were stored before (by another run, or none)
+        self._write(lambda s, repo: repo.attach_artifact(s, self.tenant_id, record.id, self.id, name))
         return record
 
     # --- ending -----------------------------------------------------------------------------------------

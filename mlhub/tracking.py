@@ -23,7 +23,7 @@ from mlhub.domain.enums import RunStatus
 from mlhub.domain.run_filter import And, Comparison, Node, Or, OrderKey, parse_filter, parse_order_by
 from mlhub.errors import NotFoundError, ValidationError
 from mlhub.store.database import Database
-from mlhub.store.models import Artifact, Metric, Run, RunParam, RunTag
+from mlhub.store.models import Artifact, Metric, Run, RunArtifactLink, RunParam, RunTag
 
 MAX_COMPARE = 20
 # a param or tag that is a number as Python's str() writes one: compared numerically (anything else never is)
@@ -175,9 +175,16 @@ class TrackingService:
                       .where(Metric.tenant_id == t, Metric.run_id == run_id).subquery())
             rows = s.execute(select(ranked.c.key, ranked.c.value, ranked.c.n).where(ranked.c.rn == 1)
                              .order_by(ranked.c.key)).all()
-            artifacts = tuple(RunArtifact(a.id, a.name, a.media_type, a.size_bytes, a.sha256, a.created_at)
-                              for a in s.scalars(select(Artifact).where(
-                                  Artifact.tenant_id == t, Artifact.run_id == run_id).order_by(Artifact.id)))
+            # what the run logged (links, under the names it gave), and what was uploaded as the run's (a
+            # training job's model)
+            linked = s.execute(select(Artifact, RunArtifactLink.name).join(
+                RunArtifactLink, RunArtifactLink.artifact_id == Artifact.id).where(
+                RunArtifactLink.tenant_id == t, RunArtifactLink.run_id == run_id).order_by(RunArtifactLink.id)).all()
+            seen = {a.id for a, _ in linked}
+            owned = [(a, a.name) for a in s.scalars(select(Artifact).where(
+                Artifact.tenant_id == t, Artifact.run_id == run_id).order_by(Artifact.id)) if a.id not in seen]
+            artifacts = tuple(RunArtifact(a.id, name, a.media_type, a.size_bytes, a.sha256, a.created_at)
+                              for a, name in [*linked, *owned])
             return RunDetail(run=RunInfo.from_row(run), params=params, tags=tags,
                              latest_metrics={k: float(v) for k, v, _ in rows},
                              metric_points={k: int(n) for k, _, n in rows}, artifacts=artifacts)

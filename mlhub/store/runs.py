@@ -16,7 +16,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from mlhub.errors import NotFoundError, ValidationError
-from mlhub.store.models import Artifact, Metric, Run, RunParam, RunTag
+from mlhub.store.models import Artifact, Metric, Run, RunArtifactLink, RunParam, RunTag
 from mlhub.store.types import utcnow
 
 METRIC_KEY = re.compile(r"^[A-Za-z0-9_.\-/ ]{1,128}$")
@@ -171,8 +171,12 @@ def insert_metric_rows(session: Session, tenant_id: str,
     return len(params)
 
 
-def attach_artifact(session: Session, tenant_id: str, artifact_id: int, run_id: int) -> None:
-    """Point an artifact record that belongs to no run yet at ``run_id`` (uploads are deduplicated by content,
-    so the record may predate this run; one that already belongs to another run keeps it)."""
+def attach_artifact(session: Session, tenant_id: str, artifact_id: int, run_id: int, name: str) -> None:
+    """Record that ``run_id`` logged ``artifact_id`` as ``name`` (once; uploads are deduplicated by content, so
+    several runs may link one artifact). An artifact that belongs to no run yet also gets ``run_id``."""
+    exists = session.scalar(select(RunArtifactLink.id).where(
+        RunArtifactLink.run_id == run_id, RunArtifactLink.artifact_id == artifact_id, RunArtifactLink.name == name))
+    if exists is None:
+        session.add(RunArtifactLink(tenant_id=tenant_id, run_id=run_id, artifact_id=artifact_id, name=name))
     session.execute(update(Artifact).where(Artifact.tenant_id == tenant_id, Artifact.id == artifact_id,
                                            Artifact.run_id.is_(None)).values(run_id=run_id))

@@ -77,6 +77,18 @@ def test_params_metrics_tags_and_artifacts_land(settings, backends, tmp_path):
     assert arts.read_bytes(me, bytes_rec.id) == b"\x89PNG fake"
 
 
+def test_two_runs_logging_the_same_bytes_each_list_them_under_their_own_name(settings, backends):
+    with mlhub.start_run("first", settings=settings) as first:
+        a = first.log_artifact(b"same plot bytes", name="curve.png")
+    with mlhub.start_run("second", settings=settings) as second:
+        b = second.log_artifact(b"same plot bytes", name="loss.png")
+        second.log_artifact(b"same plot bytes", name="loss.png")  # logged twice: listed once
+    assert a.id == b.id  # stored once, by content
+    svc, me = reader(backends, first)
+    assert [x.name for x in svc.get_run(me, first.id).artifacts] == ["curve.png"]
+    assert [(x.id, x.name) for x in svc.get_run(me, second.id).artifacts] == [(a.id, "loss.png")]
+
+
 def test_runs_nest_through_the_active_run_per_thread(settings, backends):
     seen_in_thread = {}
     with mlhub.start_run("outer", settings=settings) as outer:

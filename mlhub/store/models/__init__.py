@@ -23,14 +23,15 @@ from mlhub.store.models.registry import (
     RegisteredModel,
 )
 from mlhub.store.models.tenancy import ApiKey, AuditEvent, Tenant
-from mlhub.store.models.tracking import Artifact, Metric, Run, RunParam, RunTag
+from mlhub.store.models.tracking import Artifact, Metric, Run, RunArtifactLink, RunParam, RunTag
 
 __all__ = [
     "Alert", "AlertRule", "ApiKey", "Artifact", "AuditEvent", "Base", "BatchPrediction", "ClusterCapacity",
     "Deployment",
     "DriftReport", "Evaluation", "Experiment", "ExperimentAssignment", "ExperimentOutcome",
     "ExperimentVariant", "HpoTrial", "Job", "JobEvent", "JobLog", "Metric", "ModelAlias", "ModelVersion",
-    "Monitor", "PredictionLog", "Promotion", "RegisteredModel", "Run", "RunParam", "RunTag", "Schedule",
+    "Monitor", "PredictionLog", "Promotion", "RegisteredModel", "Run", "RunArtifactLink",
+    "RunParam", "RunTag", "Schedule",
     "Tenant",
 ]
 

@@ -89,3 +89,17 @@ class Artifact(TenantMixin, IdMixin, CreatedAtMixin, Base):
         CheckConstraint("backend IN ('filesystem', 'gridfs')", name="backend"),
         UniqueConstraint("tenant_id", "backend", "sha256", name="uq_artifacts_tenant_backend_sha"),
     )
+
+
+class RunArtifactLink(TenantMixin, IdMixin, CreatedAtMixin, Base):
+    """An artifact logged by a run, under the name the run gave it. Artifacts are stored once per tenant by
+    content, so two runs that log the same bytes share one artifact and each has its own link."""
+
+    __tablename__ = "run_artifacts"
+
+    run_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    artifact_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("artifacts.id", ondelete="CASCADE"),
+                                             nullable=False)
+    name: Mapped[str] = mapped_column(String(256), nullable=False)
+
+    __table_args__ = (UniqueConstraint("run_id", "artifact_id", "name", name="uq_run_artifacts_run_artifact_name"),)
