@@ -3,7 +3,8 @@
 Rows already scored by the same model version are served from here instead of being predicted again. It
 must outlive the job and the process, so its embedded default is a SQLite file under ``$MLHUB_HOME``
 (``cache/predictions.sqlite``, WAL, one ``WITHOUT ROWID`` table keyed by tenant, version id and the row's
-32-byte sha256); with ``MLHUB_REDIS_URL`` set it is Redis (keys from :func:`mlhub.cache.keys.prediction`,
+32-byte sha256, salted with the model artifact's sha256 so that a reused version id, which SQLite can hand
+out again after the newest version is deleted, never serves another model's predictions); with ``MLHUB_REDIS_URL`` set it is Redis (keys from :func:`mlhub.cache.keys.prediction`,
 ``MGET`` and pipelined ``SET``s per batch, never a round trip per row, entries expiring after
 ``MLHUB_PREDICTION_CACHE_TTL_S``).
 

@@ -24,6 +24,7 @@ Everything but :func:`_score_on_ray` runs without Ray.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -61,6 +62,7 @@ class ModelBytes:
         self.framework = framework
         self.model_format = model_format
         self.payload = payload
+        self.sha256 = hashlib.sha256(payload).digest()  # salts this model's prediction cache keys
         self._model: Any = None
 
     def load(self):
@@ -136,7 +138,8 @@ def predict_table(frame: pd.DataFrame, schema: dict[str, Any], model: ModelBytes
     try:
         tracker = _Tracker(progress, len(v.x), v.n_bad)
         if pc is not None and pc.holds_any(tenant_id, version_id):
-            found = look_up(pc, tenant_id, version_id, v.x, on_chunk=lambda rows, hits: tracker.add(hits, hits))
+            found = look_up(pc, tenant_id, version_id, v.x, salt=model.sha256,
+                            on_chunk=lambda rows, hits: tracker.add(hits, hits))
         else:
             found = CachedRows(np.zeros(len(v.x), dtype=bool), np.empty(0, dtype=np.float64))
         misses = v.x[~found.hit] if found.count else v.x
@@ -165,7 +168,7 @@ def _score_locally(x: np.ndarray, model: ModelBytes, *, tenant_id: str, version_
                    cache: PredictionCache | None, tracker: _Tracker) -> tuple[np.ndarray, dict[str, int]]:
     if len(x) == 0:
         return np.empty(0, dtype=np.float64), {}
-    scorer = BatchScorer(model.load, tenant_id=tenant_id, version_id=version_id, cache=cache)
+    scorer = BatchScorer(model.load, tenant_id=tenant_id, version_id=version_id, cache=cache, salt=model.sha256)
     parts = []
     for start in range(0, len(x), batch_size):
         parts.append(scorer.score(x[start:start + batch_size]))
@@ -183,7 +186,8 @@ class _Predictor:
     def __init__(self, model: ModelBytes, tenant_id: str, version_id: int, cache: PredictionCacheConfig | None,
                  n_features: int) -> None:
         self.cache: PredictionCache | None = cache.open() if cache is not None else None
-        self.scorer = BatchScorer(model.load, tenant_id=tenant_id, version_id=version_id, cache=self.cache)
+        self.scorer = BatchScorer(model.load, tenant_id=tenant_id, version_id=version_id, cache=self.cache,
+                                  salt=model.sha256)
         self.n_features = n_features
         self.reported: dict[str, int] = {}
 

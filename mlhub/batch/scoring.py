@@ -36,9 +36,10 @@ class CachedRows:
         return int(self.hit.sum())
 
 
-def look_up(cache: PredictionCache, tenant_id: str, version_id: int, x: np.ndarray, *, chunk: int = 65_536,
-            on_chunk: Callable[[int, int], None] | None = None) -> CachedRows:
-    """Look every row of ``x`` up in ``cache``, ``chunk`` rows per round (``on_chunk(rows, hits)`` after each).
+def look_up(cache: PredictionCache, tenant_id: str, version_id: int, x: np.ndarray, *, salt: bytes = b"",
+            chunk: int = 65_536, on_chunk: Callable[[int, int], None] | None = None) -> CachedRows:
+    """Look every row of ``x`` up in ``cache``, ``chunk`` rows per round (``on_chunk(rows, hits)`` after each);
+    rows are keyed by :func:`~mlhub.training.batch.row_digests` with ``salt`` (the model's sha256).
 
     An entry that does not decode counts as an error of the cache and its rows as misses.
     """
@@ -46,7 +47,7 @@ def look_up(cache: PredictionCache, tenant_id: str, version_id: int, x: np.ndarr
     hit = np.zeros(n, dtype=bool)
     parts: list[np.ndarray] = []
     for start in range(0, n, chunk):
-        found = cache.get_many(tenant_id, version_id, row_digests(x[start:start + chunk]))
+        found = cache.get_many(tenant_id, version_id, row_digests(x[start:start + chunk], salt))
         mask = np.fromiter((v is not None for v in found), dtype=bool, count=len(found))
         if mask.any():
             try:
@@ -88,15 +89,17 @@ def merge_predictions(hit: np.ndarray, cached: np.ndarray, fresh: np.ndarray) ->
 
 class BatchScorer:
     """Scores batches with the model ``load()`` returns (anything with ``predict(x)``) of ``version_id``,
-    and writes each prediction to the ``cache`` (when given) under (``tenant_id``, ``version_id``, row hash).
+    and writes each prediction to the ``cache`` (when given) under (``tenant_id``, ``version_id``, row hash
+    salted with ``salt``).
 
     ``load`` is called once, on the first batch. A model that rejects its input (``ValueError``, e.g. NaN
     in a nullable feature the model cannot take) raises :class:`ValidationError`.
     """
 
     def __init__(self, load: Callable[[], Any], *, tenant_id: str, version_id: int,
-                 cache: PredictionCache | None = None) -> None:
+                 cache: PredictionCache | None = None, salt: bytes = b"") -> None:
         self._load = load
+        self.salt = salt
         self._model: Any = None
         self.tenant_id = tenant_id
         self.version_id = version_id
@@ -129,5 +132,5 @@ class BatchScorer:
         predictions = self._predict(x)
         if self.cache is not None:
             self.cache.set_many(self.tenant_id, self.version_id,
-                                list(zip(row_digests(x), encode_predictions(predictions), strict=True)))
+                                list(zip(row_digests(x, self.salt), encode_predictions(predictions), strict=True)))
         return predictions

@@ -142,10 +142,21 @@ def _canonical(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.astype("<f8", copy=False))
 
 
-def row_digests(x: np.ndarray) -> list[bytes]:
-    """The 32-byte sha256 of each row's float64 bytes (see :func:`row_hashes`); what cache keys are made of."""
-    sha = hashlib.sha256
-    return [sha(row).digest() for row in _canonical(x)]
+def row_digests(x: np.ndarray, salt: bytes = b"") -> list[bytes]:
+    """The 32-byte sha256 of ``salt`` followed by each row's float64 bytes (see :func:`row_hashes`); what
+    prediction cache keys are made of, salted with the model's own sha256 so that two models never share
+    an entry, even under a reused version id."""
+    rows = _canonical(x)
+    if not salt:
+        sha = hashlib.sha256
+        return [sha(row).digest() for row in rows]
+    base = hashlib.sha256(salt)
+    out = []
+    for row in rows:
+        h = base.copy()
+        h.update(row)
+        out.append(h.digest())
+    return out
 
 
 def row_hashes(x: np.ndarray) -> list[str]:

@@ -93,3 +93,13 @@ def test_row_hashes_are_stable_and_normalised():
     assert row_hashes(np.array([1.0, 2.0])) == h[:1]  # a 1-D array is one row
     assert row_hashes(np.array([[1.0, 2.0, 0.0]]))[0] != h[0]
     assert row_hashes(np.zeros((0, 3))) == []
+
+
+def test_row_digests_salted_by_the_model_differ_per_salt_and_are_stable():
+    from mlhub.training.batch import row_digests
+
+    x = np.array([[1.0, 2.0], [3.0, -0.0]])
+    plain, a, b = row_digests(x), row_digests(x, b"model-a"), row_digests(x, b"model-b")
+    assert [d.hex() for d in plain] == row_hashes(x)
+    assert a == [hashlib.sha256(b"model-a" + r.astype("<f8").tobytes()).digest() for r in x + 0.0]
+    assert len({*plain, *a, *b}) == 6
