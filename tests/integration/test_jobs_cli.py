@@ -104,3 +104,17 @@ def test_a_distributed_evaluation_holds_all_its_workers_with_a_free_driver(capsy
     assert rc == 0 and info["resources"] == {"num_cpus": 1.5, "num_gpus": 0.0, "driver": True}
     rc, _, err = run(capsys, "evaluate", "--model", "m/1", "--dataset", "sklearn:iris", "--num-workers", "0")
     assert rc != 0 and "num_workers" in err
+
+
+def test_predict_flags_build_the_batch_spec(capsys, mlhub_home):
+    job = submit(capsys, "predict", "--model", "iris@champion", "--input", "rows/", "--workers", "2",
+                 "--batch-size", "512", "--no-cache", "--on-error", "skip", "--cpus", "0.5")
+    db = Database(load_settings().effective_database_url)
+    with db.scheduler_scope(readonly=True) as s:
+        spec, resources = s.query(Job.spec, Job.resources).filter(Job.id == job).one()
+    db.dispose()
+    assert (spec["model"], spec["input"], spec["num_workers"], spec["batch_size"], spec["use_cache"],
+            spec["on_error"], spec["name"]) == ("iris@champion", "rows/", 2, 512, False, "skip", "predict-iris")
+    assert resources["driver"] is True and resources["num_cpus"] == 1.0  # two actors of 0.5 CPU; driver 0
+    rc, _, err = run(capsys, "predict", "--model", "iris", "--input", "x.csv", "--workers", "0")
+    assert rc == 2 and "--workers" in err
