@@ -265,7 +265,7 @@ def _scaled(res: dict[str, Any], n: int) -> dict[str, Any]:
 def job_demand(spec: Any) -> dict[str, Any] | None:
     """What a job that fans out holds while it runs, for the orchestrator's admission; ``None`` when the job
     is one process with ``spec.resources``. The row gets ``driver: true``: its own Ray task then takes 0 CPUs
-    and the Train workers, Tune trials or evaluation shard tasks it starts claim these resources."""
+    and the Train workers, Tune trials, evaluation shard tasks or Ray Data actors it starts claim these resources."""
     if isinstance(spec, TrainingSpec) and spec.framework in DISTRIBUTED_FRAMEWORKS:
         return {**_scaled(worker_resources(spec), spec.num_workers), "driver": True}
     if isinstance(spec, HpoSpec):
