@@ -368,9 +368,26 @@ def train_on_ray(ctx, spec: TrainingSpec, run_id: int, *, working_dir: str | Non
         result = trainer.fit()
     except Exception as exc:  # noqa: BLE001 - Ray Train wraps the workers' error; surface the user's part
         raise _training_error(exc) from None
-    final = _final_model(result.checkpoint)
+    final = _final_model_of(result.checkpoint, Path(config["run_dir"]) if config["run_dir"] else None)
     _remove_storage(ctx.settings.ray_storage_path, name)
     return final
+
+
+def _final_model_of(checkpoint, run_dir: Path | None) -> FinalModel:
+    """The final model of a finished run: in its last reported checkpoint, or, when an attempt resumed from the
+    last epoch's checkpoint (written just before a preemption or a kill) and so had no epoch left to report,
+    in that checkpoint, which Ray Train's own snapshot may not have registered."""
+    try:
+        return _final_model(checkpoint)
+    except PermanentJobFailure:
+        if run_dir is None or not run_dir.is_dir():
+            raise
+        import ray.train
+
+        for folder in sorted(run_dir.glob("checkpoint_*"), reverse=True):
+            if (folder / MODEL_META).exists() and _read_checkpoint(folder) is not None:
+                return _final_model(ray.train.Checkpoint.from_directory(str(folder)))
+        raise
 
 
 def _trainer_class(framework: str):
