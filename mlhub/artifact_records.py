@@ -22,6 +22,7 @@ from mlhub.audit import AuditLog, Principal
 from mlhub.errors import ConflictError, NotFoundError, ValidationError
 from mlhub.store.database import Database
 from mlhub.store.models import Artifact, ModelVersion, Tenant
+from mlhub.store.types import utcnow
 
 _MEDIA_TYPE_MAX = 128
 
@@ -83,6 +84,8 @@ class ArtifactService:
                                run_id=run_id)
                 op.session.add(row)
                 op.session.flush()
+            else:  # the same bytes again: young again, so `models gc` leaves them to the job registering them
+                row.created_at = utcnow()
             op.target_id = str(row.id)
         return ArtifactRecord.from_row(row)
 

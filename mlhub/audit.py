@@ -126,9 +126,9 @@ class AuditLog:
                 else AuditOutcome.FAILURE
             )
             failed_target = op.target_id if op is not None else target_id
-            if audit_failure:
+            if audit_failure:  # what the operation learnt before failing (e.g. gate verdicts) is kept too
                 self._record_failure(principal, action, target_type, failed_target, outcome, exc.message,
-                                     details)
+                                     op.details if op is not None else details)
             raise
 
     def _record_failure(self, principal, action, target_type, target_id, outcome, message, details) -> None:

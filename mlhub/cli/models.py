@@ -279,20 +279,14 @@ def evaluations(ref: str = typer.Argument(..., metavar="REF", help="NAME/VERSION
 def gc(older_than: str = typer.Option("1h", "--older-than", help="Keep artifacts younger than this (30m, 12h, 7d): "
                                       "a finishing job may be registering them."),
        dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be removed."),
-       all_tenants: bool = typer.Option(False, "--all-tenants", help="Every tenant, each in its own scope "
-                                        "(operators)."),
        json_: bool = JSON_OPT) -> None:
-    """Remove model artifacts that no live version references (deleted versions and models, failed jobs)."""
+    """Remove your model artifacts that no live version references (deleted versions and models, failed jobs)."""
     from mlhub.cli.ops import parse_when
     from mlhub.store.types import utcnow
 
     cutoff = parse_when(older_than, "--older-than")
     age = max((utcnow() - cutoff).total_seconds(), 0.0)
-    models = _models()
-    if all_tenants:
-        report = models.service.collect_garbage(models.artifacts, older_than_s=age, dry_run=dry_run)
-    else:
-        report = models.gc(older_than_s=age, dry_run=dry_run)
+    report = _models().gc(older_than_s=age, dry_run=dry_run)  # this tenant's only, as every tenant command
     if json_:
         print_json(to_plain(report))
         return

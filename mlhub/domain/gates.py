@@ -40,13 +40,16 @@ METRIC_RE = r"^[A-Za-z0-9_.\-/]{1,128}$"
 DATASET_RE = r"^[A-Za-z0-9_.\-/ ]{1,256}$"
 MAX_GATES = 32
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
-_LOWER_HINTS = ("loss", "error", "mae", "mse", "rmse", "mape", "log_loss", "latency")
+_LOWER_HINTS = ("loss", "error", "mae", "mse", "rmse", "mape", "log_loss", "latency", "brier", "perplexity", "wer",
+                "cer")
 _STAGES = frozenset(s.value for s in ModelStage) - {ModelStage.NONE.value}
 
 
 def lower_is_better(metric: str) -> bool:
     """Whether a smaller value of ``metric`` is the better one (losses, errors), judged by its name."""
-    leaf = metric.rsplit(".", 1)[-1].lower()
+    leaf = metric.rsplit(".", 1)[-1].rsplit(":", 1)[-1].lower()
+    if leaf.startswith("neg_"):  # scikit-learn's negated scores (neg_log_loss, ...): higher is better
+        return False
     return any(leaf == h or leaf.endswith("_" + h) or leaf.startswith(h + "_") for h in _LOWER_HINTS)
 
 
@@ -188,6 +191,13 @@ class Evidence:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     evaluations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
+    def metric_from(self, name: str, source: str) -> float | None:
+        """The metric from one named source: ``"training metrics"`` or ``"evaluation on DATASET"``."""
+        if source == "training metrics":
+            return _finite(self.metrics.get(name))
+        dataset = source.removeprefix("evaluation on ")
+        return _finite((self.evaluations.get(dataset) or {}).get(name))
+
     def metric(self, name: str, dataset: str | None) -> tuple[float | None, str]:
         """``(value, where it came from)``; value None when the version has no such number."""
         if dataset is not None:
@@ -245,10 +255,11 @@ def _check(g: Gate, cand: Evidence, incumbents: Mapping[str, Evidence | None]) -
         return GateResult(name, True, f"nobody holds {g.better_than}: nothing to beat", observed=value)
     if holder.version == cand.version:
         return GateResult(name, True, f"version {cand.version} already holds {g.better_than}", observed=value)
-    theirs, their_source = holder.metric(g.metric or "", g.dataset)
+    theirs = holder.metric_from(g.metric or "", source)  # like with like: the same source on both sides
     if theirs is None:
-        return GateResult(name, True, f"{g.better_than} (version {holder.version}) has no {g.metric} "
-                                      f"({their_source}): nothing to beat", observed=value)
+        return GateResult(name, False, f"{g.metric} = {_num(value)} ({source}), but {g.better_than} (version "
+                                       f"{holder.version}) has no {g.metric} from {source} to compare with: "
+                                       f"evaluate it the same way, or change the gate", observed=value)
     gain = value - theirs if g.better == "higher" else theirs - value
     need = theirs + g.by if g.better == "higher" else theirs - g.by
     return GateResult(name, gain >= g.by - 1e-12,

@@ -387,15 +387,18 @@ def trial_code(backends: Any, principal: Any, trainer: Any) -> dict[str, Any] | 
 
     fetch_code(backends, principal, trainer.code)  # checks the reference belongs to this tenant and matches
     data = ArtifactService(backends.db, backends.artifacts).read_bytes(principal, trainer.code.artifact_id)
-    return {"data": data, "sha256": trainer.code.sha256,
-            "cache_root": str(Path(backends.settings.home) / "code" / principal.tenant_id)}
+    return {"data": data, "sha256": trainer.code.sha256, "tenant_id": principal.tenant_id}
 
 
 def trial_folder(code: dict[str, Any] | None) -> str | None:
-    """Inside a trial: the extracted code folder (made once per node and package), or None."""
+    """Inside a trial: the extracted code folder (made once per node and package, in the node's temporary
+    folder: the driver's MLHUB_HOME need not exist where the trial runs), or None."""
     if code is None:
         return None
-    return str(materialize(code["data"], code["sha256"], code["cache_root"]))
+    import tempfile
+
+    root = Path(tempfile.gettempdir()) / "mlhub-code" / code["tenant_id"]
+    return str(materialize(code["data"], code["sha256"], root))
 
 
 def run_local_loop(spec: Any, data: Any, report: Callable[[Any], None], working_dir: str | None,

@@ -60,7 +60,7 @@ class ReadyModel:
         from mlhub.training.schema import check_rows
 
         if self.input_schema is None or "features" not in self.input_schema:
-            return np.asarray(rows, dtype=np.float64)
+            return _plain_matrix(rows, self.info.ref)
         if isinstance(rows, Mapping):
             import pandas as pd
 
@@ -84,6 +84,22 @@ class ReadyModel:
         if not hasattr(self.model, "predict_proba"):
             raise ValidationError(f"{self.info.ref} ({self.info.framework}) gives no probabilities")
         return np.asarray(self.model.predict_proba(self.validate(rows)))
+
+
+def _plain_matrix(rows: Any, ref: str) -> np.ndarray:
+    """Rows for a version registered without a schema: still a finite 2-D float matrix, or a ValidationError."""
+    try:
+        x = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"input for {ref} is not a table of numbers: {exc}") from None
+    if x.ndim == 1:
+        x = x.reshape(1, -1)
+    if x.ndim != 2:
+        raise ValidationError(f"input for {ref} must be rows of numbers (2-D), got {x.ndim}-D")
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if bad.size:
+        raise ValidationError(f"input for {ref}: rows {', '.join(map(str, bad[:10]))} hold NaN or infinite values")
+    return x
 
 
 class Models:

@@ -18,10 +18,19 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from mlhub.audit import Principal
+from mlhub.domain.enums import ExperimentStatus
 from mlhub.domain.gates import lower_is_better
 from mlhub.errors import ConflictError, NotFoundError, ValidationError
 from mlhub.registry.rows import DELETED, MODEL_MEDIA_TYPES, aliases_of, model_row
-from mlhub.store.models import Artifact, Deployment, ModelAlias, ModelVersion, Tenant
+from mlhub.store.models import (
+    Artifact,
+    Deployment,
+    Experiment,
+    ExperimentVariant,
+    ModelAlias,
+    ModelVersion,
+    Tenant,
+)
 from mlhub.store.types import utcnow
 
 __all__ = ["Comparison", "GcReport", "MaintenanceMixin"]
@@ -106,6 +115,10 @@ class MaintenanceMixin:
             if users:
                 raise ConflictError(f"version {version} of {name!r} is served by deployment "
                                     f"{', '.join(users)}: undeploy it first", details={"deployments": users})
+            experiments = _experiments_using(s, [row.id], live_only=True)
+            if experiments:
+                raise ConflictError(f"version {version} of {name!r} is a variant of experiment "
+                                    f"{', '.join(experiments)}: stop it first", details={"experiments": experiments})
             row.status = DELETED
             model.updated_at = utcnow()
         self._invalidate(principal.tenant_id, name, versions=[version])
@@ -121,6 +134,11 @@ class MaintenanceMixin:
             if live:
                 raise ConflictError(f"model {name!r} is served by deployment {', '.join(live)}: undeploy it first",
                                     details={"deployments": live})
+            experiments = _experiments_using(s, list(s.scalars(select(ModelVersion.id).where(
+                ModelVersion.model_id == model.id))), live_only=False)
+            if experiments:
+                raise ConflictError(f"model {name!r} has versions in experiment {', '.join(experiments)}: delete "
+                                    "those experiments first", details={"experiments": experiments})
             aliases = list(aliases_of(s, model.id))
             numbers = list(s.scalars(select(ModelVersion.version).where(ModelVersion.model_id == model.id)))
             s.execute(delete(ModelAlias).where(ModelAlias.model_id == model.id))  # RESTRICT on versions
@@ -230,6 +248,16 @@ def _deployments_using(s: Session, model_id: int, version_id: int, aliases: list
         if status not in INACTIVE_DEPLOYMENT and (vid == version_id or (alias is not None and alias in aliases)):
             out.append(name)
     return out
+
+
+def _experiments_using(s: Session, version_ids: list[int], *, live_only: bool) -> list[str]:
+    if not version_ids:
+        return []
+    q = (select(Experiment.name).join(ExperimentVariant, ExperimentVariant.experiment_id == Experiment.id)
+         .where(ExperimentVariant.version_id.in_(version_ids)).distinct())
+    if live_only:
+        q = q.where(Experiment.status != ExperimentStatus.STOPPED.value)
+    return sorted(s.scalars(q))
 
 
 def _unreferenced_models(s: Session, tenant_id: str) -> list[Artifact]:

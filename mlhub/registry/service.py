@@ -7,6 +7,7 @@ collection and comparison in :mod:`mlhub.registry.maintenance`. Both are mixins 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,8 @@ from mlhub.registry.rows import DELETED, READY, VersionInfo, aliases_of, gates_o
 from mlhub.store.database import Database
 from mlhub.store.models import Evaluation, ModelAlias, ModelVersion, RegisteredModel
 from mlhub.store.types import utcnow
+
+GENERATION_TTL_S = 7 * 86_400  # outlives every entry made under it
 
 __all__ = ["EvaluationInfo", "ModelDetail", "ModelSummary", "RegistryService", "VersionInfo", "register_version",
            "resolve_in"]
@@ -214,7 +217,9 @@ class RegistryService(PromotionMixin, MaintenanceMixin):
         key = None
         if self.cache is not None and (alias is not None or number is not None):
             t = principal.tenant_id
-            key = keys.registry_alias(t, name, alias) if alias else keys.registry_version(t, name, number or 0)
+            gen = self._generation(t, name)  # read before the database: a change after this moves the keys
+            key = (keys.registry_alias(t, name, alias, gen) if alias else
+                   keys.registry_version(t, name, number or 0, gen))
             doc = self.cache.get_json(key)
             if doc is not None:
                 try:
@@ -252,11 +257,15 @@ class RegistryService(PromotionMixin, MaintenanceMixin):
 
     # --- shared by the mixins -------------------------------------------------------------------------
 
-    def _invalidate(self, tenant_id: str, name: str, *, aliases=(), versions=()) -> None:
-        """Delete cached lookups that a committed change made stale (best effort, like every cache write)."""
+    def _generation(self, tenant_id: str, name: str) -> str:
+        token = self.cache.get(keys.registry_model(tenant_id, name))
+        return token.decode() if token else "0"
+
+    def _invalidate(self, tenant_id: str, name: str, **_changed) -> None:
+        """Make every cached lookup of the model unreachable once a change has committed: a new generation
+        token. An entry that a lookup racing the change writes afterwards goes under the old token, which no
+        later lookup reads (deleting keys instead would let that racing write bring the old answer back)."""
         if self.cache is None:
             return
-        stale = [keys.registry_alias(tenant_id, name, a) for a in set(aliases)]
-        stale += [keys.registry_version(tenant_id, name, v) for v in set(versions)]
-        if stale:
-            self.cache.delete(*stale)
+        ttl = max(GENERATION_TTL_S, 10 * (self.cache_ttl_s or self.cache.default_ttl_s or 0))
+        self.cache.set(keys.registry_model(tenant_id, name), uuid.uuid4().hex.encode(), ttl)

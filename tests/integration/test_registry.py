@@ -5,6 +5,7 @@ garbage collection of model artifacts, comparison, and loading a ready model tha
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from mlhub.registry.api import Models
 from mlhub.registry.rows import MODEL_MEDIA_TYPES_BY_FORMAT
 from mlhub.registry.service import RegistryService, register_version
 from mlhub.store.models import Artifact, Deployment, Evaluation, RegisteredModel
+from mlhub.store.types import utcnow
 from mlhub.tenancy import TenantService
 from tests.conftest import service_url
 
@@ -87,6 +89,7 @@ def test_a_failing_gate_refuses_with_the_numbers_changes_nothing_and_is_audited(
     assert reg.models.get("iris@champion").version == 1  # nothing moved
     events = AuditLog(reg.db).list(reg.me, action="model.promote")
     assert [e.outcome for e in events] == ["failure", "success"]
+    assert events[0].details["gates"][0]["observed"] == 0.8  # the refusal is audited with its numbers
 
     with pytest.raises(ValidationError, match="--reason"):
         reg.models.promote("iris", 2, to="champion", force=True)
@@ -151,8 +154,8 @@ def test_alias_lookups_are_cached_and_every_change_invalidates_them(reg):
     reg.version("c", {})
     reg.models.promote("c", 1, to="champion")
     assert reg.models.get("c@champion").version == 1
-    hits = reg.cache.stats["hits"]
-    assert reg.models.get("c@champion").version == 1 and reg.cache.stats["hits"] == hits + 1
+    misses = reg.cache.stats["misses"]
+    assert reg.models.get("c@champion").version == 1 and reg.cache.stats["misses"] == misses  # served cached
     reg.models.promote("c", 2, to="champion")
     assert reg.models.get("c@champion").version == 2            # visible at once
     reg.models.tag("c", 2, set_tags={"team": "vision"})
@@ -160,6 +163,27 @@ def test_alias_lookups_are_cached_and_every_change_invalidates_them(reg):
     assert reg.models.tag("c", 2, remove=["team"]) == {}
     reg.models.describe("c", "the second one", version=2)
     assert reg.models.get("c/2").description == "the second one"
+    # a stage move shows through the alias entry too, and the version that lost the alias says so
+    reg.models.promote("c", 2, to="production")
+    assert reg.models.get("c@champion").stage == "production"
+    reg.models.promote("c", 1, to="champion")
+    assert reg.models.get("c/2").aliases == () and reg.models.get("c@champion").version == 1
+
+
+def test_a_lookup_racing_a_promotion_cannot_put_the_old_answer_back(reg):
+    """A lookup reads the database, a promotion commits and invalidates, then the lookup writes its (old)
+    answer into the cache: that entry must never be served."""
+    from mlhub.cache import keys
+
+    reg.version("race", {})
+    reg.version("race", {})
+    reg.models.promote("race", 1, to="champion")
+    t = reg.me.tenant_id
+    generation = reg.registry._generation(t, "race")       # what the racing lookup read before its query
+    stale = reg.models.get("race@champion")                  # its (soon old) answer
+    reg.models.promote("race", 2, to="champion")             # commits and invalidates
+    reg.cache.set_json(keys.registry_alias(t, "race", "champion", generation), stale.to_doc())  # the late write
+    assert reg.models.get("race@champion").version == 2
 
 
 @pytest.mark.redis
@@ -203,6 +227,40 @@ def test_delete_is_refused_while_an_alias_or_a_deployment_uses_the_version(reg):
     assert reg.models.get("d").version == 2                            # latest live version
     assert reg.version("d", {}) == 4                                    # numbers are never reused
     assert [v.version for v in reg.models.versions("d", include_deleted=True)] == [1, 2, 3, 4]
+
+
+def test_experiments_using_a_version_block_its_deletion(reg):
+    from mlhub.store.models import Experiment, ExperimentVariant
+
+    reg.version("ab", {})
+    reg.version("ab", {})
+    info = reg.models.get("ab/2")
+    with reg.db.tenant_scope(reg.me.tenant_id) as s:
+        model_id = s.query(RegisteredModel.id).filter_by(tenant_id=reg.me.tenant_id, name="ab").scalar()
+        exp = Experiment(tenant_id=reg.me.tenant_id, name="ab-test", status="running", model_id=model_id)
+        s.add(exp)
+        s.flush()
+        s.add(ExperimentVariant(tenant_id=reg.me.tenant_id, experiment_id=exp.id, name="b", version_id=info.id,
+                                weight=0.5))
+    with pytest.raises(ConflictError, match="experiment ab-test"):
+        reg.models.delete("ab", 2)
+    with pytest.raises(ConflictError, match="experiment ab-test"):
+        reg.models.delete("ab")
+    reg.models.delete("ab", 1)  # not in the experiment
+
+
+def test_gc_spares_bytes_uploaded_again_for_a_new_version(reg):
+    """A retrain that produces the very bytes of a deleted version reuses its artifact record: gc must not take
+    it away between that upload and the new version's registration."""
+    same = b"deterministic model bytes" * 4
+    reg.version("det", {}, payload=same)
+    reg.models.delete("det", 1)
+    with reg.db.tenant_scope(reg.me.tenant_id) as s:  # the old record is old
+        s.query(Artifact).filter_by(tenant_id=reg.me.tenant_id).update(
+            {"created_at": utcnow() - timedelta(hours=3)})
+    again = ArtifactService(reg.db, reg.store).upload(reg.me, same, media_type="application/x-npz", name="det.npz")
+    assert reg.models.gc(older_than_s=3600).removed == 0
+    assert reg.store.exists(reg.me.tenant_id, again.sha256)
 
 
 def test_gc_removes_only_model_artifacts_no_live_version_references(reg):
@@ -277,3 +335,15 @@ def test_load_gives_a_ready_model_that_checks_inputs_against_its_schema(reg):
         model.predict(bad)
     with pytest.raises(ValidationError, match="expected 4"):
         model.predict([[1.0, 2.0]])
+
+
+def test_a_version_without_a_schema_still_refuses_bad_input_with_a_typed_error(reg):
+    from mlhub.registry.api import ReadyModel
+
+    reg.version("bare", {})
+    ready = ReadyModel(reg.models.get("bare/1"), model=None)
+    for rows, message in (([["a", "b"]], "not a table of numbers"), ([[1.0, 2.0], [3.0]], "not a table"),
+                          ([[1.0, float("nan")]], "rows 0 hold NaN")):
+        with pytest.raises(ValidationError, match=message):
+            ready.validate(rows)
+    assert ready.validate([1.0, 2.0]).shape == (1, 2)

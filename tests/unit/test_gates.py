@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from mlhub.domain.gates import Evidence, Gate, check_gates, lower_is_better, parse_gate, parse_gates, validate_alias
+from mlhub.domain.gates import (
+    Evidence,
+    Gate,
+    check_gates,
+    lower_is_better,
+    parse_gate,
+    parse_gates,
+    validate_alias,
+)
 from mlhub.errors import ValidationError
 
 
@@ -106,3 +114,23 @@ def test_metric_falls_back_to_the_newest_evaluation():
 def test_gate_model_is_frozen_and_hashable():
     g = Gate(metric="f1", op=">=", value=0.5)
     assert hash(g) == hash(parse_gate("f1 >= 0.5"))
+
+
+def test_comparison_gates_compare_like_with_like():
+    gate = parse_gates(["f1 better than champion on holdout"])
+    never_evaluated = Evidence(1, {"f1": 0.99})
+    res = check_gates(gate, "champion", Evidence(2, {}, {"holdout": {"f1": 0.5}}), {"champion": never_evaluated})[0]
+    assert not res.passed and "no f1 from evaluation on holdout" in res.detail
+    # no dataset named: the candidate's training metric is compared with the champion's training metric only
+    plain = parse_gates(["f1 better than champion"])
+    champion = Evidence(1, {}, {"holdout": {"f1": 0.9}})
+    res = check_gates(plain, "champion", Evidence(2, {"f1": 0.95}), {"champion": champion})[0]
+    assert not res.passed and "training metrics" in res.detail
+
+
+def test_negated_scores_are_higher_is_better():
+    assert not lower_is_better("neg_log_loss") and not lower_is_better("neg_mean_squared_error")
+    assert lower_is_better("brier") and lower_is_better("eval:holdout:rmse")
+    gate = parse_gates(["neg_log_loss better than champion"])
+    assert check_gates(gate, "champion", Evidence(2, {"neg_log_loss": -0.2}),
+                       {"champion": Evidence(1, {"neg_log_loss": -0.3})})[0].passed
