@@ -74,11 +74,12 @@ def show(name: str = NAME_ARG, json_: bool = JSON_OPT) -> None:
 
 
 def _versions_table(versions, name: str) -> None:
-    rows = [{"version": v.version, "label": v.label, "stage": v.stage, "aliases": ", ".join(v.aliases) or "-",
+    number = {v.id: v.version for v in versions}
+    rows = [{"version": v.version, "parent": number.get(v.parent_version_id), "label": v.label, "stage": v.stage, "aliases": ", ".join(v.aliases) or "-",
              "status": v.status, "framework": v.framework, "metrics": _metrics(v.metrics), "job": v.job_id,
              "run": v.run_id, "sha256": (v.artifact_sha256 or "")[:12], "created_at": v.created_at,
              "_style": "dim" if v.status == "deleted" else None} for v in versions]
-    print_table(rows, ["version", "label", "stage", "aliases", "status", "framework", "metrics", "job", "run",
+    print_table(rows, ["version", "parent", "label", "stage", "aliases", "status", "framework", "metrics", "job", "run",
                        "sha256", "created_at"], f"versions of {name}")
 
 

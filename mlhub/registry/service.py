@@ -105,7 +105,8 @@ def register_version(
     """Create the next version of ``model_name`` (creating the model on first use), inside a tenant scope.
 
     Idempotent on ``job_id``: the version a job already registered is returned unchanged. Numbers are never
-    reused: a deleted version keeps its row (status ``deleted``), so the next one is still max + 1.
+    reused: a deleted version keeps its row (status ``deleted``), so the next one is still max + 1. Without an
+    explicit ``parent_version_id`` the parent is the model's newest live version (the one a retrain replaces).
     """
     model = session.scalar(select(RegisteredModel).where(
         RegisteredModel.tenant_id == tenant_id, RegisteredModel.name == model_name).with_for_update())
@@ -119,6 +120,10 @@ def register_version(
         if prior is not None:
             return prior
     latest = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)) or 0
+    if parent_version_id is None:  # lineage: a retrain descends from the model's newest live version
+        parent_version_id = session.scalar(select(ModelVersion.id).where(
+            ModelVersion.model_id == model.id, ModelVersion.status != DELETED)
+            .order_by(ModelVersion.version.desc()).limit(1))
     version = ModelVersion(
         tenant_id=tenant_id, model_id=model.id, version=latest + 1, framework=framework,
         model_format=model_format, artifact_id=artifact_id, artifact_sha256=artifact_sha256,

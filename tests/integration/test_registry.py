@@ -65,6 +65,9 @@ def test_versions_are_numbered_per_model_and_resolve_by_number_alias_and_latest(
     assert reg.version("wine", {}) == 1
     assert reg.models.get("iris").version == 3 and reg.models.get("iris/3").label == "1.0.0"
     assert reg.models.get("iris/1").metrics == {"accuracy": 0.8}
+    # lineage: each retrain descends from the version it follows
+    assert [reg.models.get(f"iris/{n}").parent_version_id for n in (1, 2, 3)] == [
+        None, reg.models.get("iris/1").id, reg.models.get("iris/2").id]
     reg.models.promote("iris", 2, to="challenger")
     assert reg.models.get("iris@challenger").version == 2
     assert reg.models.get("iris/2").aliases == ("challenger",)
