@@ -124,3 +124,26 @@ def db(request, tmp_path):
     database.upgrade()
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    from tests.conftest import service_url
+
+    return service_url("redis")
+
+
+@pytest.fixture
+def prefix(redis_url):
+    """A per-test Redis key namespace; every key under it is deleted afterwards."""
+    import redis
+
+    ns = f"mlhub-test:{uuid.uuid4().hex}:"
+    yield ns
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        stale = list(raw.scan_iter(match=ns + "*"))
+        if stale:
+            raw.delete(*stale)
+    finally:
+        raw.close()

@@ -17,7 +17,7 @@ import redis
 from mlhub.cache import RedisCache, keys, open_cache
 from mlhub.config import load_settings
 from mlhub.errors import BackendUnavailable
-from tests.conftest import free_port, service_url
+from tests.conftest import free_port
 from tests.support.clock import FakeClock
 
 pytestmark = pytest.mark.redis
@@ -38,25 +38,6 @@ class ConnectionSpy:
             return real(*args, **kwargs)
 
         monkeypatch.setattr(pool, "get_connection", counting)
-
-
-@pytest.fixture
-def redis_url() -> str:
-    return service_url("redis")
-
-
-@pytest.fixture
-def prefix(redis_url) -> Iterator[str]:
-    """A per-test namespace; every key under it is deleted afterwards."""
-    ns = f"mlhub-test:{uuid.uuid4().hex}:"
-    yield ns
-    raw = redis.Redis.from_url(redis_url)
-    try:
-        stale = list(raw.scan_iter(match=ns + "*"))
-        if stale:
-            raw.delete(*stale)
-    finally:
-        raw.close()
 
 
 @pytest.fixture

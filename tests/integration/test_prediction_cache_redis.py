@@ -7,9 +7,6 @@ Each test writes under its own random key prefix and deletes exactly those keys 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -27,27 +24,9 @@ from mlhub.domain.specs import DatasetSpec, TrainingSpec
 from mlhub.training.adapters import get_adapter
 from mlhub.training.batch import row_digests
 from mlhub.training.datasets import load_dataset
-from tests.conftest import free_port, service_url
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def redis_url() -> str:
-    return service_url("redis")
-
-
-@pytest.fixture
-def prefix(redis_url) -> Iterator[str]:
-    ns = f"mlhub-test:{uuid.uuid4().hex}:"
-    yield ns
-    raw = redis.Redis.from_url(redis_url)
-    try:
-        stale = list(raw.scan_iter(match=ns + "*"))
-        if stale:
-            raw.delete(*stale)
-    finally:
-        raw.close()
 
 
 @pytest.fixture(scope="module")
