@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlhub.domain.enums import RunStatus
+from mlhub.domain.run_filter import KEY_RE
 from mlhub.errors import MlhubError, ValidationError
 
 if TYPE_CHECKING:
@@ -64,7 +65,6 @@ __all__ = ["Run", "active_run", "job_run", "release_connections", "start_run"]
 
 log = logging.getLogger("mlhub.tracking")
 
-KEY_PATTERN = r"^[A-Za-z0-9_.\-/ ]{1,128}$"  # = mlhub.store.runs.METRIC_KEY, without importing the store
 NAME_MAX = 128
 PARAM_VALUE_MAX = 8000
 _ENDED = frozenset({RunStatus.FINISHED.value, RunStatus.FAILED.value, RunStatus.KILLED.value})
@@ -162,7 +162,6 @@ class Run:
         self.experiment = experiment
         self.parent_run_id = parent_run_id
         self.status = RunStatus.RUNNING.value
-        self._params: dict[str, str] = {}
         self._next_step: dict[str, int] = {}
         self._checked_keys: set[str] = set()
         self._end_lock = threading.Lock()
@@ -183,7 +182,6 @@ class Run:
             runs_repo.set_tags(s, tenant, row.id, tags)
             run_id = row.id
         run = cls(target, run_id, name, experiment, parent_run_id)
-        run._params.update(params)
         return run
 
     def __repr__(self) -> str:
@@ -214,14 +212,8 @@ class Run:
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Record params. Each is set once: the same value again is fine, a different one a ValidationError."""
         clean = _stringify(params, "param")
-        changed = [k for k, v in clean.items() if k in self._params and self._params[k] != v]
-        if changed:
-            raise ValidationError("params are set once per run; changed: " + ", ".join(
-                f"{k!r} ({self._params[k]!r} -> {clean[k]!r})" for k in changed), details={"changed": changed})
-        new = {k: v for k, v in clean.items() if k not in self._params}
-        if new:
-            self._write(lambda s, runs_repo: runs_repo.add_params(s, self.tenant_id, self.id, new))
-            self._params.update(new)
+        if clean:  # the store refuses a changed value (one rule, checked where the params are)
+            self._write(lambda s, runs_repo: runs_repo.add_params(s, self.tenant_id, self.id, clean))
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
@@ -462,9 +454,8 @@ def _same_place(a: _Target, b: _Target) -> bool:
 
 
 def _check_key(key: Any, what: str) -> str:
-    import re
 
-    if not isinstance(key, str) or not re.fullmatch(KEY_PATTERN, key):
+    if not isinstance(key, str) or not KEY_RE.fullmatch(key):
         raise ValidationError(f"invalid {what} key {key!r}: 1-128 of letters, digits, space, '_', '.', '-', '/'")
     return key
 

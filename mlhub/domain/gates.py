@@ -31,7 +31,7 @@ from pydantic import ValidationError as PydanticError
 from mlhub.domain.enums import ModelStage
 from mlhub.errors import ValidationError
 
-__all__ = ["DEFAULT_TARGETS", "Evidence", "Gate", "GateResult", "check_gates", "lower_is_better",
+__all__ = ["DEFAULT_TARGETS", "Evidence", "Gate", "GateResult", "check_gates", "finite_number", "lower_is_better",
            "parse_gate", "parse_gates", "validate_alias"]
 
 DEFAULT_TARGETS = ("champion", "production")
@@ -194,9 +194,9 @@ class Evidence:
     def metric_from(self, name: str, source: str) -> float | None:
         """The metric from one named source: ``"training metrics"`` or ``"evaluation on DATASET"``."""
         if source == "training metrics":
-            return _finite(self.metrics.get(name))
+            return finite_number(self.metrics.get(name))
         dataset = source.removeprefix("evaluation on ")
-        return _finite((self.evaluations.get(dataset) or {}).get(name))
+        return finite_number((self.evaluations.get(dataset) or {}).get(name))
 
     def metric(self, name: str, dataset: str | None) -> tuple[float | None, str]:
         """``(value, where it came from)``; value None when the version has no such number."""
@@ -204,12 +204,12 @@ class Evidence:
             ev = self.evaluations.get(dataset)
             if ev is None:
                 return None, f"no evaluation on {dataset}"
-            return _finite(ev.get(name)), f"evaluation on {dataset}"
-        own = _finite(self.metrics.get(name))
+            return finite_number(ev.get(name)), f"evaluation on {dataset}"
+        own = finite_number(self.metrics.get(name))
         if own is not None:
             return own, "training metrics"
         for ds, ev in self.evaluations.items():
-            v = _finite(ev.get(name))
+            v = finite_number(ev.get(name))
             if v is not None:
                 return v, f"evaluation on {ds}"
         return None, "no such metric"
@@ -268,7 +268,8 @@ def _check(g: Gate, cand: Evidence, incumbents: Mapping[str, Evidence | None]) -
                       f">= {_num(g.by)}", observed=value, required=need)
 
 
-def _finite(v: Any) -> float | None:
+def finite_number(v: Any) -> float | None:
+    """``v`` as a float when it is a finite int or float (not a bool), else None."""
     if isinstance(v, bool) or not isinstance(v, int | float):
         return None
     return float(v) if math.isfinite(v) else None

@@ -41,7 +41,7 @@ ORDER_ATTRIBUTES = (*ATTRIBUTES, "created_at", "started_at", "ended_at")
 OPS = ("=", "!=", "<", "<=", ">", ">=")
 MAX_LENGTH = 4000
 MAX_COMPARISONS = 64
-_KEY = re.compile(r"^[A-Za-z0-9_.\-/ ]{1,128}$")
+KEY_RE = re.compile(r"^[A-Za-z0-9_.\-/ ]{1,128}$")  # a metric, param or tag key, everywhere
 _PREFIXES: dict[str, Kind] = {"metrics": "metric", "metric": "metric", "params": "param", "param": "param",
                               "tags": "tag", "tag": "tag", "attributes": "attribute", "attribute": "attribute",
                               "attr": "attribute", "run": "attribute"}
@@ -198,7 +198,7 @@ class _Parser:
             self.fail("expected a field such as metrics.f1, params.lr, tags.team or status")
         if kind == "attribute":
             key = key.lower()
-        elif not _KEY.match(key):
+        elif not KEY_RE.match(key):
             self.fail(f"invalid key {key!r}: 1-128 of letters, digits, space, '_', '.', '-', '/'")
         self.i += 1
         return kind, key, tok

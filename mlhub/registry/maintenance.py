@@ -9,7 +9,6 @@ deletes the model artifacts no live version references.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from mlhub.audit import Principal
 from mlhub.domain.enums import ExperimentStatus
-from mlhub.domain.gates import lower_is_better
+from mlhub.domain.gates import finite_number, lower_is_better
 from mlhub.errors import ConflictError, NotFoundError, ValidationError
 from mlhub.registry.rows import DELETED, MODEL_MEDIA_TYPES, aliases_of, model_row
 from mlhub.store.models import (
@@ -202,13 +201,13 @@ class MaintenanceMixin:
         columns: list[dict[str, float]] = []
         confusion: list[dict[str, Any] | None] = []
         for ref, info in zip(refs, infos, strict=True):
-            values = {k: float(v) for k, v in info.metrics.items() if _number(v)}
+            values = _numbers(info.metrics)
             cm = None
             seen: set[str] = set()
             for ev in self.evaluations(principal, ref):
                 if ev.dataset not in seen:
                     seen.add(ev.dataset)
-                    values.update({f"eval:{ev.dataset}:{k}": float(v) for k, v in ev.metrics.items() if _number(v)})
+                    values.update(_numbers(ev.metrics, f"eval:{ev.dataset}:"))
                 if cm is None and ev.confusion_matrix is not None:
                     cm = {"dataset": ev.dataset, "matrix": ev.confusion_matrix, "labels": ev.labels}
             columns.append(values)
@@ -269,8 +268,8 @@ def _unreferenced_models(s: Session, tenant_id: str) -> list[Artifact]:
                                                  Artifact.id.not_in(live)).order_by(Artifact.id)))
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+def _numbers(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    return {prefix + k: f for k, v in metrics.items() if (f := finite_number(v)) is not None}
 
 
 def _best(key: str, values: list[float | None]) -> int | None:

@@ -7,7 +7,6 @@ filter by tenant themselves, so isolation holds on SQLite too.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,11 +14,12 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from mlhub.domain.run_filter import KEY_RE
 from mlhub.errors import NotFoundError, ValidationError
 from mlhub.store.models import Artifact, Metric, Run, RunArtifactLink, RunParam, RunTag
 from mlhub.store.types import utcnow
 
-METRIC_KEY = re.compile(r"^[A-Za-z0-9_.\-/ ]{1,128}$")
+METRIC_KEY = KEY_RE
 MAX_BATCH = 100_000
 
 
