@@ -45,6 +45,15 @@ class Cache(ABC):
         self._count("hits" if value is not None else "misses")
         return value
 
+    def get_many(self, *keys: str) -> list[bytes | None]:
+        """The bytes of each key (``None`` for a miss), in one round trip where the backend allows."""
+        for key in keys:
+            _check_key(key)
+        values = self._get_many(keys)
+        for v in values:
+            self._count("hits" if v is not None else "misses")
+        return values
+
     def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl_s`` seconds (``None``: the cache's default TTL).
 
@@ -131,6 +140,9 @@ class Cache(ABC):
 
     @abstractmethod
     def _delete(self, keys: tuple[str, ...]) -> None: ...
+
+    def _get_many(self, keys: tuple[str, ...]) -> list[bytes | None]:
+        return [self._get(k) for k in keys]
 
     def _count(self, counter: str, n: int = 1) -> None:
         with self._stats_lock:

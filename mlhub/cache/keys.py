@@ -49,26 +49,19 @@ def tenant_prefix(tenant_id: str) -> str:
 
 
 def registry_model(tenant_id: str, model: str) -> str:
-    """Key of a registered model's cache generation: a token that every change of the model replaces, and that
-    its alias and version keys carry, so one write makes all of them unreachable at once."""
+    """Key of a registered model's cache generation: a token that every change of the model replaces; its alias
+    and version entries record the token they were made under, so one write makes all of them stale at once."""
     return _key(tenant_id, "reg:model", _component("model", model))
 
 
-def registry_alias(tenant_id: str, model: str, alias: str, generation: str | None = None) -> str:
-    """Key of the version that ``model@alias`` resolves to (under the model's cache ``generation``, when given:
-    see :func:`registry_model`)."""
-    return _key(tenant_id, "reg:alias", _component("model", model), _component("alias", alias),
-                *_generation(generation))
+def registry_alias(tenant_id: str, model: str, alias: str) -> str:
+    """Key of the version that ``model@alias`` resolves to."""
+    return _key(tenant_id, "reg:alias", _component("model", model), _component("alias", alias))
 
 
-def registry_version(tenant_id: str, model: str, version: int, generation: str | None = None) -> str:
-    """Key of one model version's record (under the model's cache ``generation``, when given)."""
-    return _key(tenant_id, "reg:version", _component("model", model), _number("version", version),
-                *_generation(generation))
-
-
-def _generation(generation: str | None) -> tuple[str, ...]:
-    return () if generation is None else (_component("generation", generation),)
+def registry_version(tenant_id: str, model: str, version: int) -> str:
+    """Key of one model version's record."""
+    return _key(tenant_id, "reg:version", _component("model", model), _number("version", version))
 
 
 def job_status(tenant_id: str, job_id: int) -> str:

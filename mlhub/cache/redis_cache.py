@@ -152,6 +152,9 @@ class RedisCache(Cache):
     def _get(self, key: str) -> bytes | None:
         return self._call("get", lambda: self._client.get(self._k(key)), None)
 
+    def _get_many(self, keys: tuple[str, ...]) -> list[bytes | None]:
+        return self._call("mget", lambda: list(self._client.mget([self._k(k) for k in keys])), [None] * len(keys))
+
     def _set(self, key: str, value: bytes, ttl_s: float | None) -> None:
         # PX (milliseconds) so sub-second TTLs work; at least 1 ms, since PX 0 is an error in Redis.
         px = None if ttl_s is None else max(1, round(ttl_s * 1000))

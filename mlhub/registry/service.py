@@ -7,6 +7,7 @@ collection and comparison in :mod:`mlhub.registry.maintenance`. Both are mixins 
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -219,24 +220,23 @@ class RegistryService(PromotionMixin, MaintenanceMixin):
             name, alias, number = parse_model_ref(ref)
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
-        key = None
+        key = gen = None
         if self.cache is not None and (alias is not None or number is not None):
             t = principal.tenant_id
-            gen = self._generation(t, name)  # read before the database: a change after this moves the keys
-            key = (keys.registry_alias(t, name, alias, gen) if alias else
-                   keys.registry_version(t, name, number or 0, gen))
-            doc = self.cache.get_json(key)
-            if doc is not None:
-                try:
-                    return VersionInfo.from_doc(doc)
-                except (TypeError, ValueError, KeyError):  # an entry of another layout: reload it
-                    pass
+            key = keys.registry_alias(t, name, alias) if alias else keys.registry_version(t, name, number or 0)
+            # one round trip: the model's generation (read before the database: a change after this replaces
+            # it) and the entry, which is good only if it was made under that same generation
+            raw_gen, raw_entry = self.cache.get_many(keys.registry_model(t, name), key)
+            gen = raw_gen.decode() if raw_gen else "0"
+            hit = _entry(raw_entry, gen)
+            if hit is not None:
+                return hit
         with self.db.tenant_scope(principal.tenant_id, readonly=True) as s:
             row = resolve_in(s, principal.tenant_id, name, alias, number)
             aliases = tuple(a for a, n in aliases_of(s, row.model_id).items() if n == row.version)
             info = VersionInfo.from_row(row, name, aliases)
         if key is not None:
-            self.cache.set_json(key, info.to_doc(), self.cache_ttl_s)
+            self.cache.set_json(key, {"generation": gen, "info": info.to_doc()}, self.cache_ttl_s)
         return info
 
     def load(self, principal: Principal, ref: str, artifacts):
@@ -262,15 +262,22 @@ class RegistryService(PromotionMixin, MaintenanceMixin):
 
     # --- shared by the mixins -------------------------------------------------------------------------
 
-    def _generation(self, tenant_id: str, name: str) -> str:
-        token = self.cache.get(keys.registry_model(tenant_id, name))
-        return token.decode() if token else "0"
-
     def _invalidate(self, tenant_id: str, name: str, **_changed) -> None:
-        """Make every cached lookup of the model unreachable once a change has committed: a new generation
-        token. An entry that a lookup racing the change writes afterwards goes under the old token, which no
-        later lookup reads (deleting keys instead would let that racing write bring the old answer back)."""
+        """Make every cached lookup of the model stale once a change has committed: a new generation token. An
+        entry that a lookup racing the change writes afterwards carries the old token, so no later lookup takes
+        it (deleting keys instead would let that racing write bring the old answer back)."""
         if self.cache is None:
             return
         ttl = max(GENERATION_TTL_S, 10 * (self.cache_ttl_s or self.cache.default_ttl_s or 0))
         self.cache.set(keys.registry_model(tenant_id, name), uuid.uuid4().hex.encode(), ttl)
+
+
+def _entry(raw: bytes | None, generation: str) -> VersionInfo | None:
+    """A cached lookup, if it decodes and was made under ``generation``."""
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+        return VersionInfo.from_doc(doc["info"]) if doc.get("generation") == generation else None
+    except (ValueError, TypeError, KeyError, AttributeError):  # another layout or a corrupt entry: reload it
+        return None

@@ -252,3 +252,18 @@ def test_a_slow_redis_times_out_into_a_miss(silent_server, monkeypatch):
     assert cache.stats["errors"] == 1
     assert cache.stats["skipped"] == 3  # get_or_load's set, set, get
     cache.close()
+
+
+def test_get_many_is_one_round_trip_and_a_down_redis_answers_misses(make_cache, monkeypatch):
+    cache = make_cache()
+    cache.set("a", b"1")
+    cache.set("c", b"3")
+    calls = []
+    real = cache._client.mget
+    monkeypatch.setattr(cache._client, "mget", lambda ks: calls.append(ks) or real(ks))
+    assert cache.get_many("a", "b", "c") == [b"1", None, b"3"] and len(calls) == 1
+    down = RedisCache(f"redis://127.0.0.1:{free_port()}/0", default_ttl_s=30, timeout_s=1.0)
+    try:
+        assert down.get_many("a", "b") == [None, None] and down.stats["errors"] == 1
+    finally:
+        down.close()

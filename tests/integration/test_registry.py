@@ -182,10 +182,11 @@ def test_a_lookup_racing_a_promotion_cannot_put_the_old_answer_back(reg):
     reg.version("race", {})
     reg.models.promote("race", 1, to="champion")
     t = reg.me.tenant_id
-    generation = reg.registry._generation(t, "race")       # what the racing lookup read before its query
+    generation = (reg.cache.get(keys.registry_model(t, "race")) or b"0").decode()  # read before its query
     stale = reg.models.get("race@champion")                  # its (soon old) answer
     reg.models.promote("race", 2, to="champion")             # commits and invalidates
-    reg.cache.set_json(keys.registry_alias(t, "race", "champion", generation), stale.to_doc())  # the late write
+    reg.cache.set_json(keys.registry_alias(t, "race", "champion"),  # the late write
+                       {"generation": generation, "info": stale.to_doc()})
     assert reg.models.get("race@champion").version == 2
 
 

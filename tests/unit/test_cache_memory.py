@@ -221,3 +221,11 @@ def test_factory_gives_a_redis_cache_without_connecting():
     assert cache.default_ttl_s == 9
     assert "pw" not in cache.url
     cache.close()
+
+
+def test_get_many_answers_each_key_in_order_and_counts_each(clock):
+    cache = MemoryCache(10, None, clock=clock)
+    cache.set("a", b"1")
+    cache.set("c", b"3")
+    assert cache.get_many("a", "b", "c") == [b"1", None, b"3"]
+    assert (cache.stats["hits"], cache.stats["misses"]) == (2, 1)
