@@ -97,6 +97,37 @@ class Settings(BaseSettings):
         description="How long Redis keeps a cached batch prediction (the embedded store under MLHUB_HOME/cache "
         "keeps entries until deleted).",
     )
+    # --- serving (Ray Serve inference and REST API) -----------------------------------------------------
+    serve_http_host: str = Field(default="127.0.0.1", max_length=255,
+                                 description="Address Serve's HTTP ingress listens on (`mlhub start`).")
+    serve_http_port: int = Field(default=8000, ge=1, le=65_535, description="Serve's HTTP port (`mlhub start`).")
+    api_key_cache_ttl_s: float = Field(
+        default=5.0, ge=0, le=300,
+        description="Serving and the REST API remember a resolved API key this long (0: resolve every request); "
+        "a revoked key stops working within this time.")
+    serve_max_batch_size: int = Field(default=32, ge=1, le=4096,
+                                      description="Most rows of requests one `@serve.batch` call scores together.")
+    serve_batch_wait_timeout_s: float = Field(default=0.002, ge=0, le=10,
+                                              description="How long a batch waits to fill up.")
+    serve_max_ongoing_requests: int = Field(default=64, ge=1, le=100_000,
+                                            description="Requests one inference replica works on at once.")
+    serve_max_queued_requests: int = Field(
+        default=256, ge=-1, le=1_000_000,
+        description="Requests waiting for a replica before Serve answers 503 (-1: unbounded, not advised).")
+    serve_max_models_per_replica: int = Field(default=8, ge=1, le=1024,
+                                              description="Model versions one replica keeps loaded (LRU).")
+    serve_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1 << 30,
+                                      description="Largest request body the inference routes accept (413 beyond).")
+    serve_max_rows: int = Field(default=10_000, ge=1, le=10_000_000,
+                                description="Most rows one predict request may carry (413 beyond).")
+    serve_replica_cpus: float = Field(default=0.5, gt=0, le=64, description="CPUs reserved per inference replica.")
+    serve_alias_ttl_s: float = Field(
+        default=2.0, gt=0, le=3600,
+        description="How long a replica trusts `name@alias` -> version; a promotion is served within this time.")
+    prediction_log_sample_rate: float = Field(
+        default=0.1, ge=0, le=1,
+        description="Share of predictions logged with inputs/outputs (requests in a running experiment are always "
+        "logged).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
 
     @field_validator("home", mode="after")

@@ -3,7 +3,8 @@
 A key looks like ``mlh_<prefix>_<secret>``: the 8-character prefix is public (shown in listings and the
 audit log), the whole key is shown once at creation, and only its sha256 is stored. Keys are random with
 190 bits of entropy, so a fast hash is the right one (no password stretching needed). Resolution is never
-cached: a revoked key stops working at once.
+cached by the CLI; the HTTP faces remember a resolved key for MLHUB_API_KEY_CACHE_TTL_S (default 5 s,
+mlhub.serving.auth), so there a revoked key stops working within that time.
 """
 
 from __future__ import annotations
