@@ -22,12 +22,37 @@ from pathlib import Path
 from typing import Any
 
 from mlhub.config import Settings
-from mlhub.errors import BackendUnavailable
+from mlhub.errors import BackendUnavailable, ConfigError
 
 DEFAULT_HEAD_PORT = 6380
 RAY_CLIENT_ENV = {"RAY_AUTH_MODE": "token"}
 #: Serve's fast ingress (see RAY_NOTES.md): set for the processes that start the cluster
 SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+HAPROXY_HINT = "install HAProxy (Debian/Ubuntu: apt-get install haproxy) for Serve's fast ingress"
+
+
+def haproxy_path(settings: Settings) -> str | None:
+    """The HAProxy binary the fast ingress would use, if any."""
+    import shutil
+
+    if settings.haproxy_binary:
+        return settings.haproxy_binary if Path(settings.haproxy_binary).is_file() else None
+    return shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
+                                            if Path(p).is_file()), None)
+
+
+def serve_env(settings: Settings) -> dict[str, str]:
+    """Environment for a head that serves: throughput-optimized Serve, with HAProxy as the ingress where it is
+    installed (``MLHUB_SERVE_INGRESS=auto``) or demanded (``haproxy``); ``proxy`` keeps Serve's proxy actor."""
+    env = dict(SERVE_ENV)
+    if settings.serve_ingress == "proxy":
+        return env
+    binary = haproxy_path(settings)
+    if binary is None:
+        if settings.serve_ingress == "haproxy":
+            raise ConfigError(f"MLHUB_SERVE_INGRESS=haproxy but no HAProxy binary was found: {HAPROXY_HINT}")
+        return env
+    return {**env, "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_BINARY_PATH": binary}
 
 
 @dataclass(frozen=True)
@@ -93,7 +118,7 @@ def start_local_head(settings: Settings, *, port: int = DEFAULT_HEAD_PORT, num_c
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--disable-usage-stats"]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
-    env = dict(os.environ, **SERVE_ENV)
+    env = dict(os.environ, **serve_env(settings))
     log = open(state / "head.log", "ab")  # noqa: SIM115 - handed to the child, which outlives us
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     address = f"127.0.0.1:{port}"

@@ -12,7 +12,7 @@ try:  # typer >= 0.26 vendors click; older typers use click itself
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-from mlhub.cli import cluster_cmds, db, demo, follow, hpo, jobs, models, ops, runs, scaffold, tenants
+from mlhub.cli import cluster_cmds, db, demo, follow, hpo, jobs, models, ops, runs, scaffold, serving, tenants
 from mlhub.cli.context import STATE
 from mlhub.errors import MlhubError, redact
 
@@ -27,7 +27,8 @@ for _name, _fn in [("start", cluster_cmds.start), ("stop", cluster_cmds.stop), (
                    ("evaluate", jobs.evaluate), ("predict", jobs.predict), ("tune", jobs.tune),
                    ("diagnose", jobs.diagnose), ("status", jobs.status), ("watch", follow.watch),
                    ("logs", follow.logs), ("cancel", jobs.cancel), ("clean", jobs.clean), ("jobs", jobs.jobs),
-                   ("list-models", jobs.list_models)]:
+                   ("list-models", jobs.list_models), ("deploy", serving.deploy), ("undeploy", serving.undeploy),
+                   ("endpoints", serving.endpoints)]:
     app.command(_name)(_fn)
 app.add_typer(db.app, name="db")
 app.add_typer(tenants.tenants_app, name="tenants")
