@@ -30,6 +30,17 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="session")
+def serve_http(ray_cluster):
+    """Ray Serve on the shared cluster, HTTP on a free port: yields the base URL (Serve's default proxy)."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+@pytest.fixture(scope="session")
 def hub_settings(ray_cluster, migrated_pg_url, tmp_path_factory):
     """Settings of the shared test deployment: PostgreSQL, filesystem artifacts, a data root."""
     from mlhub.config import load_settings
