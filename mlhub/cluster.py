@@ -175,10 +175,10 @@ def connect(settings: Settings, address: str | None = None) -> dict[str, Any]:
     import ray
 
     target = target_address(settings, address)
+    if ray.is_initialized():  # already a driver of a cluster (a Ray job, a notebook, a test): use it
+        return {"address": target or ray.get_runtime_context().gcs_address}
     if target is None:
         raise BackendUnavailable("no Ray cluster: run `mlhub start`, or set MLHUB_RAY_ADDRESS / --address")
-    if ray.is_initialized():
-        return {"address": target}
     host, _, port = target.rpartition(":")
     if "://" not in target and port.isdigit() and not _port_open(host or "127.0.0.1", int(port), 2.0):
         raise BackendUnavailable(f"the Ray cluster at {target} does not answer: is it running?")
