@@ -159,8 +159,29 @@ def stop_local_head(settings: Settings, timeout_s: float = 10.0) -> bool:
         time.sleep(0.5)
     else:
         os.killpg(head.pid, signal.SIGKILL)
+    # Ray workers get process groups of their own, and Serve's HAProxy outlives its actor: anything left in
+    # the head's session (started with start_new_session, so its id is the head's pid) goes too, or a stray
+    # HAProxy keeps port 8000 and the next `mlhub start` cannot serve
+    for pid in _session_members(head.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     (_state_dir(settings) / "head.json").unlink(missing_ok=True)
     return True
+
+
+def _session_members(sid: int) -> list[int]:
+    """Processes of session ``sid`` (Linux /proc; empty elsewhere)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 4 and fields[3] == str(sid) and int(stat.parent.name) != os.getpid():
+            out.append(int(stat.parent.name))
+    return out
 
 
 def prepare_client_env() -> None:

@@ -114,8 +114,10 @@ class Settings(BaseSettings):
         "a revoked key stops working within this time.")
     serve_max_batch_size: int = Field(default=32, ge=1, le=4096,
                                       description="Most rows of requests one `@serve.batch` call scores together.")
-    serve_batch_wait_timeout_s: float = Field(default=0.002, ge=0, le=10,
-                                              description="How long a batch waits to fill up.")
+    serve_batch_wait_timeout_s: float = Field(
+        default=0.0, ge=0, le=10,
+        description="How long a batch waits to fill up; 0 takes what queued while the previous batch ran (no "
+        "added latency at low load, full batches under load).")
     serve_max_ongoing_requests: int = Field(default=64, ge=1, le=100_000,
                                             description="Requests one inference replica works on at once.")
     serve_max_queued_requests: int = Field(

@@ -109,6 +109,7 @@ class InferenceCore:
         self.endpoints = EndpointService(db)
         self.logger = PredictionLogger(db, sample_rate=settings.prediction_log_sample_rate)
         self.router = router if router is not None else _experiment_router(db, settings.serve_alias_ttl_s)
+        _preload_model_formats()
         self._endpoint_memo = TtlMemo(settings.serve_alias_ttl_s)
         self._version_memo = TtlMemo(settings.serve_alias_ttl_s)
         self.loads = 0
@@ -220,6 +221,15 @@ class InferenceCore:
     @staticmethod
     def _not_deployed(name: str) -> EndpointInfo:
         raise NotFoundError(f"model {name!r} is not deployed (mlhub deploy {name})")
+
+
+def _preload_model_formats() -> None:
+    """Import the model loaders now, while the replica starts: skops pulls in torch through scikit-learn's
+    array-API layer (seconds here), which would otherwise stall the first request of every new replica."""
+    try:
+        import skops.io  # noqa: F401
+    except ImportError:  # pragma: no cover - skops is a dependency
+        pass
 
 
 def _experiment_router(db, ttl_s: float):
