@@ -201,6 +201,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--ingress", choices=["auto", "haproxy", "proxy"], default="auto")
+    ap.add_argument("--light-only", action="store_true", help="Only the light-model comparison (table 1).")
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="mlhub-serve-bench-"))
@@ -233,14 +234,18 @@ def main() -> None:
         port = settings.serve_http_port
         ensure_inference(settings)
         doc = settings.to_document()
-        serve.run(build_app({**doc, "serve_max_batch_size": 1}), name="mlhub-nobatch", route_prefix="/nb",
-                  blocking=False)
+        side = {**doc, "serve_replica_cpus": 0.2}  # the other apps fit beside the measured one on 2 CPUs
+        apps = {"mlhub-nolog": ({**side, "prediction_log_sample_rate": 0.0}, "/nolog")}
+        if not args.light_only:
+            apps["mlhub-nobatch"] = ({**side, "serve_max_batch_size": 1}, "/nb")
+            apps["mlhub-overload"] = ({**side, "serve_max_ongoing_requests": 2, "serve_max_queued_requests": 2,
+                                       "serve_max_batch_size": 1}, "/ov")
+        for name, (app_doc, prefix) in apps.items():
+            serve.run(build_app(app_doc), name=name, route_prefix=prefix, blocking=False)
         serve.run(_bare_app(light.payload, settings.serve_max_batch_size, settings.serve_batch_wait_timeout_s,
                             settings.serve_replica_cpus, settings.serve_max_ongoing_requests),
                   name="bare", route_prefix="/bare", blocking=False)
-        serve.run(build_app({**doc, "serve_max_ongoing_requests": 2, "serve_max_queued_requests": 2,
-                             "serve_max_batch_size": 1}), name="mlhub-overload", route_prefix="/ov", blocking=False)
-        for app in ("mlhub-nobatch", "bare", "mlhub-overload"):
+        for app in (*apps, "bare"):
             wait_running(app, 180)
         fport = _free_port()
         script = home / "plain_fastapi.py"
@@ -254,7 +259,8 @@ def main() -> None:
         auth = {"Authorization": f"Bearer {key}"}
         targets = {"fastapi": (f"http://127.0.0.1:{fport}/predict", {}),
                    "bare serve": (f"{base}/bare/predict", {}),
-                   "mlhub": (f"{base}/v1/models/light/predict", auth)}
+                   "mlhub": (f"{base}/v1/models/light/predict", auth),
+                   "mlhub, no prediction log": (f"{base}/nolog/models/light/predict", auth)}
         for url, headers in targets.values():  # warm up: model loads, connections
             _ready(url, {"inputs": [row]}, headers)
             _wrk(url, {"inputs": [row]}, headers, 4, 2)
@@ -275,6 +281,8 @@ def main() -> None:
                      f"p50 ms @{args.clients}", f"p99 ms @{args.clients}"], rows)
         print("aims: mlhub >= 0.8 of fastapi, >= 0.85 of bare serve, p50 @1 within 2 ms of bare serve")
 
+        if args.light_only:
+            return
         heavy_row = {"inputs": [row]}
         for url in (f"{base}/v1/models/heavy/predict", f"{base}/nb/models/heavy/predict",
                     f"{base}/ov/models/heavy/predict"):

@@ -179,7 +179,7 @@ class InferenceCore:
         version_id = int((model_key_used or target.model_key).partition(":")[2])
         self.logger.log(LoggedPrediction(
             principal.tenant_id, target.endpoint.name, version_id,
-            x.tolist() if x is not None else [], outputs, latency_ms, status, request_id or uuid.uuid4().hex,
+            x if x is not None else [], outputs, latency_ms, status, request_id or uuid.uuid4().hex,
             target.experiment_id, variant or target.variant))
 
     def metadata(self, principal: Principal, name: str) -> dict[str, Any]:
