@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,8 @@ def cluster(fresh_pg_url, tmp_path):
     port, dash = free_port(), free_port()
     home = tmp_path / "home"
     env = dict(os.environ, MLHUB_HOME=str(home), MLHUB_DATABASE_URL=fresh_pg_url, RAY_AUTH_MODE="token",
-               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", MLHUB_MAX_CONCURRENT_JOBS="2")
+               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", MLHUB_MAX_CONCURRENT_JOBS="2",
+               MLHUB_SERVE_HTTP_PORT=str(free_port()))
     env.pop("MLHUB_API_KEY", None)
     temp = tempfile.mkdtemp(prefix="rc-")
     head = subprocess.Popen(
@@ -91,6 +93,21 @@ def test_the_cli_drives_a_separately_started_cluster(cluster):
 
     models = json.loads(_run([mlhub, "list-models", "--json"], env).stdout)
     assert {m["name"] for m in models} == {"wine", "iris-from-ray-job"}
+
+    # `mlhub start` deployed the inference application: serve the model and ask it over HTTP
+    assert json.loads(started.stdout)["serve"]["inference"].endswith("/v1")
+    assert _run([mlhub, "models", "promote", "wine", "1", "--to", "champion"], env).returncode == 0
+    deployed = _run([mlhub, "--address", address, "deploy", "wine", "--json"], env)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    url = json.loads(deployed.stdout)["url"]
+    row = json.dumps({"inputs": [[13.2, 1.78, 2.14, 11.2, 100, 2.65, 2.76, 0.26, 1.28, 4.38, 1.05, 3.4, 1050]]})
+    request = urllib.request.Request(url, data=row.encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {env['MLHUB_API_KEY']}"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        body = json.loads(answer.read())
+    assert body["model"] == "wine" and body["version"] == 1 and len(body["predictions"]) == 1
+    listed = json.loads(_run([mlhub, "endpoints", "--json"], env).stdout)
+    assert [(e["name"], e["serves"]) for e in listed] == [("wine", "wine@champion")]
 
     stopped = _run([mlhub, "--address", address, "stop"], env)
     assert stopped.returncode == 0 and "orchestrator: stopped" in stopped.stdout, stopped.stdout + stopped.stderr
