@@ -113,7 +113,7 @@ def _server_class(max_models: int):
                 self.core.record(principal, target, x, None, (time.perf_counter() - started) * 1e3, 500,
                                  request_id=request_id)
                 raise y
-            predictions = json_safe(y)
+            predictions = y.tolist() if y.dtype.kind in "biu" else json_safe(y)  # integers: nothing to clean
             self.core.record(principal, target, x, predictions, (time.perf_counter() - started) * 1e3, 200,
                              request_id=request_id)
             for variant, key in target.shadows:
@@ -146,7 +146,9 @@ def _server_class(max_models: int):
         # --- routes -----------------------------------------------------------------------------------
 
         @app.post("/models/{name}/predict")
-        async def predict(self, name: str, request: Request) -> JSONResponse:
+        async def predict(self, request: Request) -> JSONResponse:
+            # the name comes from the matched path directly: no per-request parameter validation on the hot path
+            name = request.path_params["name"]
             request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
             try:
                 principal = self.core.authenticate(request.headers.get("authorization"))

@@ -48,6 +48,17 @@ def iris():
     return _train()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _inference_app_removed_after_the_module(serve_http):
+    """The shared cluster has 2 CPUs: a replica left running would starve the training tests that follow."""
+    yield
+    from ray import serve
+
+    from serve_apps.inference import APP_NAME
+
+    serve.delete(APP_NAME)
+
+
 @pytest.fixture
 def served(hub, hub_settings, serve_http, iris, monkeypatch):
     """A fresh tenant with iris v1 (champion) and v2 deployed through `mlhub deploy`."""
