@@ -16,6 +16,7 @@ __all__ = [
     "BackendUnavailable",
     "ConfigError",
     "ConflictError",
+    "ExperimentStateError",
     "JobFailed",
     "MlhubError",
     "ModelLoadError",
@@ -25,6 +26,7 @@ __all__ = [
     "SchemaOutdated",
     "TenantAccessDenied",
     "ValidationError",
+    "WebhookRefused",
     "redact",
 ]
 
@@ -68,6 +70,13 @@ class ValidationError(MlhubError):
     exit_code = 2
 
 
+class WebhookRefused(ValidationError):
+    """A webhook URL mlhub will not call: a scheme other than http/https, or a host that is (or resolves to) a
+    loopback, private, link-local or otherwise non-public address while such addresses are not allowed."""
+
+    code = "webhook_refused"
+
+
 class AuthenticationError(MlhubError):
     """No API key, or one that is unknown or revoked."""
 
@@ -94,6 +103,13 @@ class PromotionRefused(ConflictError):
     """A promotion failed one of the model's gates; ``details["gates"]`` holds every verdict with its numbers."""
 
     code = "promotion_refused"
+
+
+class ExperimentStateError(ConflictError):
+    """An experiment is not in a state that allows the operation (starting a stopped one, an outcome for a draft,
+    promoting without a clear winner); ``details["status"]`` holds its status."""
+
+    code = "experiment_state"
 
 
 class TenantAccessDenied(MlhubError):

@@ -13,6 +13,7 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, NoArgsIsHelpError
 
 from mlhub.cli import cluster_cmds, db, demo, follow, hpo, jobs, models, ops, runs, scaffold, serving, tenants
+from mlhub.cli.ab import app as ab_app
 from mlhub.cli.context import STATE
 from mlhub.errors import MlhubError, redact
 
@@ -37,6 +38,7 @@ app.add_typer(ops.audit_app, name="audit")
 app.add_typer(hpo.app, name="hpo")
 app.add_typer(runs.app, name="runs")
 app.add_typer(models.app, name="models")
+app.add_typer(ab_app, name="ab")
 app.add_typer(scaffold.app, name="scaffold")
 app.command("health")(ops.health)
 app.command("demo")(demo.demo)
