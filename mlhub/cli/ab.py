@@ -156,7 +156,7 @@ def status(experiment: str = EXP_ARG, json_: bool = JSON_OPT) -> None:
         "requests": v.requests, "errors": v.errors} for v in report.variants]
     print_table(rows, ["variant", "version", "share", "assigned", "outcomes", "mean", ci, "requests", "errors"],
                 f"experiment {info.name}")
-    if report.analysis is not None and report.analysis.comparisons:
+    if report.analysis is not None and any(c.difference is not None for c in report.analysis.comparisons):
         cmp_rows = [{"comparison": f"{c.treatment} vs {c.control}", "test": c.test, "difference": _fmt(c.difference),
                      "CI": "-" if c.ci_low is None else f"[{c.ci_low:.4g}, {c.ci_high:.4g}]",
                      "statistic": _fmt(c.statistic), "p (classic)": _fmt(c.p_value, 3),

@@ -331,6 +331,8 @@ class ExperimentService:
                             decision)
 
     def _verdict(self, principal: Principal, info: ExperimentInfo, analysis: Analysis | None) -> str:
+        if info.status == DRAFT:
+            return f"draft: start it with `mlhub ab start {info.name}`"
         if info.canary is not None:
             if info.phase == "rolled_back":
                 return f"rolled back: {info.reason}"
