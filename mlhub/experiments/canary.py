@@ -35,10 +35,14 @@ __all__ = ["apply_decision", "canary_health", "variant_traffic"]
 ERROR_STATUS = 500
 
 
-def canary_health(s: Session, tenant_id: str, experiment_id: int, variant: str, since: datetime) -> CanaryHealth:
-    """Requests, errors (status >= 500) and the nearest-rank p99 latency of ``variant`` since ``since``."""
+def canary_health(s: Session, tenant_id: str, experiment_id: int, variant: str, since: datetime,
+                  version_id: int | None = None) -> CanaryHealth:
+    """Requests, errors (status >= 500) and the nearest-rank p99 latency of ``variant`` since ``since``
+    (``version_id``, the variant's version, lets the query use the log's (version, time) index)."""
     base = (PredictionLog.tenant_id == tenant_id, PredictionLog.experiment_id == experiment_id,
             PredictionLog.variant == variant, PredictionLog.created_at >= since)
+    if version_id is not None:
+        base = (*base, PredictionLog.version_id == version_id)
     requests, errors, timed = s.execute(select(
         func.count(), func.coalesce(func.sum(_errors()), 0),
         func.count(PredictionLog.latency_ms)).where(*base)).one()
@@ -69,7 +73,8 @@ def evaluate(db: Database, principal: Principal, info: ExperimentInfo) -> Canary
         return None
     now = utcnow()
     with db.tenant_scope(principal.tenant_id, readonly=True) as s:
-        health = canary_health(s, principal.tenant_id, info.id, info.canary.variant, since)
+        health = canary_health(s, principal.tenant_id, info.id, info.canary.variant, since,
+                               info.variant(info.canary.variant).version_id)
     decision = decide_canary(info.canary, info.step, (now - since).total_seconds(), health)
     if decision.action != "hold":
         apply_decision(db, principal, info, decision, health, now)

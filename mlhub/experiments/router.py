@@ -80,6 +80,7 @@ class ExperimentRouter:
         self._plans: dict[tuple[str, int], tuple[float, _Plan | None]] = {}
         self._buffer: deque[dict] = deque(maxlen=max_buffer)
         self._canaries: dict[tuple[str, int], float] = {}   # routed canaries -> when last evaluated
+        self._refreshing: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -116,19 +117,27 @@ class ExperimentRouter:
 
     def _plan(self, tenant_id: str, model_id: int) -> _Plan | None:
         now = self._clock()
-        hit = self._plans.get((tenant_id, model_id))
+        key = (tenant_id, model_id)
+        hit = self._plans.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
+        with self._lock:  # one request refreshes an expired definition; the others keep using the old one
+            if hit is not None and key in self._refreshing:
+                return hit[1]
+            self._refreshing.add(key)
         try:
             plan = self._load(tenant_id, model_id)
         except Exception as exc:  # noqa: BLE001 - a database outage must not fail the request
             log.warning("experiment router: cannot refresh model %s of %s (%s); keeping what it knew",
                         model_id, tenant_id, getattr(exc, "message", exc))
             plan = hit[1] if hit is not None else None
+        finally:
+            with self._lock:
+                self._refreshing.discard(key)
         with self._lock:
             if len(self._plans) > 10_000:
                 self._plans.clear()
-            self._plans[(tenant_id, model_id)] = (now + self.ttl_s, plan)
+            self._plans[key] = (now + self.ttl_s, plan)
         return plan
 
     def _load(self, tenant_id: str, model_id: int) -> _Plan | None:

@@ -301,7 +301,8 @@ class ExperimentService:
             health = None
             if info.canary is not None and (info.step_started_at or info.started_at) is not None:
                 health = canary_eval.canary_health(s, t, info.id, info.canary.variant,
-                                                   info.step_started_at or info.started_at)
+                                                   info.step_started_at or info.started_at,
+                                                   info.variant(info.canary.variant).version_id)
         arms = {v.name: Arm(v.name, *sums.get(v.id, (0, 0.0, 0.0))) for v in info.variants}
         joined = sum(a.n for a in arms.values())
         analysis = None

@@ -264,6 +264,43 @@ def test_router_survives_a_database_outage_and_keeps_the_assignments(reg, tmp_pa
     assert _assignments(db, me, info.id) == 2
 
 
+def test_router_is_thread_safe_and_its_thread_writes_and_evaluates_on_its_own(reg):
+    import threading
+    import time
+
+    db, me = reg.db, reg.me
+    svc = ExperimentService(db)
+    info = svc.create(me, "threads", "churn", [VariantSpec("stable", 1), VariantSpec("canary", 2)],
+                      canary=CanaryPolicy("canary", steps=(0.5, 1.0), step_s=0, max_error_rate=0.1, min_requests=5))
+    svc.start(me, info.id)
+    router = ExperimentRouter(db, ttl_s=0.01, flush_s=0.05, evaluate_s=0)
+    seen: dict[str, set[str]] = {}
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        for i in range(300):  # every thread routes the same keys: one row per key must land
+            r = router.route(me.tenant_id, info.model_id, f"key-{i}")
+            with lock:
+                seen.setdefault(r.request_key, set()).add(r.variant)
+
+    try:
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(len(v) == 1 for v in seen.values()) and len(seen) == 300
+        _log(db, me, info, "canary", n=10, errors=5)
+        deadline = time.monotonic() + 30  # the background thread writes and rolls back without being asked
+        while time.monotonic() < deadline and (router.pending or svc.get(me, info.id).status == "running"):
+            time.sleep(0.05)
+        assert router.alive
+    finally:
+        router.close()
+    assert _assignments(db, me, info.id) == 300
+    assert svc.get(me, info.id).phase == "rolled_back"
+
+
 @pytest.mark.postgres
 def test_ab_cli_creates_starts_shows_the_numbers_and_promotes(capsys, migrated_pg_url, monkeypatch, tmp_path):
     monkeypatch.setenv("MLHUB_DATABASE_URL", migrated_pg_url)
