@@ -1,7 +1,8 @@
 """A/B, canary and shadow experiments on SQLite and on PostgreSQL (row-level security on): routing 1000 keys in
 proportion and sticky across routers, outcomes joined to assignments (also when they come first), the status
 numbers and the winner, the canary ramp and its automatic rollback from prediction-log rows, promotion through
-the registry, and `mlhub ab ...` as a user drives it. No Ray."""
+the registry, an inference replica (InferenceCore) routing by the experiment, and `mlhub ab ...` as a user
+drives it. No Ray."""
 
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ from mlhub.errors import ConflictError, ExperimentStateError, NotFoundError, Val
 from mlhub.experiments import canary as canary_eval
 from mlhub.experiments.router import ExperimentRouter
 from mlhub.experiments.service import ExperimentService
+from mlhub.serving.endpoints import EndpointService
 from mlhub.store.database import Database
 from mlhub.store.models import ExperimentAssignment, PredictionLog
 from mlhub.store.types import utcnow
 from tests.integration.test_registry import Setup
+from tests.integration.test_serving_core import Tenant as ServingTenant
+from tests.integration.test_serving_core import core, trained  # noqa: F401, F811 - the replica test fixtures
 from tests.integration.test_tracking_cli import run_cli
 
 KEYS = [f"user-{i}" for i in range(1000)]
@@ -350,3 +354,30 @@ def test_ab_cli_creates_starts_shows_the_numbers_and_promotes(capsys, migrated_p
         assert rc == 5 and "promoted already" in err
     finally:
         db.dispose()
+
+
+def test_a_replica_routes_by_the_experiment_logs_the_variant_and_joins_outcomes(core, trained):  # noqa: F811
+    """The wiring the inference server uses (InferenceCore without Ray): target -> Route, log -> variant."""
+    me = ServingTenant(core, trained)
+    me.version(), me.version()
+    me.promote(1)
+    EndpointService(core.backends.db).deploy(me.principal, "iris")
+    svc = ExperimentService(core.backends.db)
+    info = svc.create(me.principal, "iris-ab", "iris", [VariantSpec("control", 1), VariantSpec("treatment", 2)])
+    svc.start(me.principal, info.id)
+    principal = core.authenticate(me.header)
+    targets = {k: core.target(principal, "iris", k) for k in KEYS[:200]}
+    assert {t.experiment_id for t in targets.values()} == {info.id}
+    assert {t.variant for t in targets.values()} == {"control", "treatment"}
+    assert all(t.version.id == info.variant(t.variant).version_id for t in targets.values())
+    chosen = targets["user-7"]
+    core.record(principal, chosen, np.zeros((1, 4)), [0], 3.0, 200, request_id="r-7")
+    core.logger.flush()
+    core.router.flush()
+    with core.backends.db.tenant_scope(principal.tenant_id, readonly=True) as s:
+        row = s.scalar(select(PredictionLog).where(PredictionLog.request_id == "r-7"))
+    assert (row.experiment_id, row.variant) == (info.id, chosen.variant)
+    assert core.record_outcome(principal, info.id, "user-7", 1).variant == chosen.variant
+    report = svc.status(me.principal, info.id)
+    assert sum(v.assigned for v in report.variants) == 200
+    assert {v.name: v.requests for v in report.variants}[chosen.variant] == 1
