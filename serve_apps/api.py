@@ -1,0 +1,173 @@
+"""The REST API: one FastAPI app, served by Ray Serve as the application ``mlhub-api`` on route prefix ``/api``.
+
+Routes (all under ``/api``; every route except ``GET /api/health`` needs ``Authorization: Bearer <api key>``,
+and the key decides the tenant: another tenant's job, run or model answers 404 like a missing one):
+
+- ``GET  /health``                           the backends' health (200, or 503 when a configured one is down)
+- ``POST /jobs`` (``Idempotency-Key``), ``GET /jobs``, ``GET /jobs/{id}``, ``POST /jobs/{id}/cancel``,
+  ``POST /jobs/{id}/retry``, ``GET /jobs/{id}/logs``, ``GET /jobs/{id}/trials``
+- ``GET  /runs``, ``GET /runs/{id}``, ``GET /runs/{id}/metrics``
+- ``GET  /models``, ``/models/compare?refs=...``, ``/models/{name}``, ``/models/{name}/versions``,
+  ``POST /models/{name}/promote``, ``POST /models/{name}/rollback``
+- ``GET  /experiments``, ``GET /experiments/{id}``, ``POST /experiments/{id}/start|stop``
+- ``GET  /audit``
+- ``GET  /openapi.json``, ``GET /docs``
+
+Errors are one shape, ``{"error": {"code", "message", "details"}}``: an :class:`~mlhub.errors.MlhubError` with its
+own status, request validation 422, anything unexpected 500 with a generic message (logged, never a traceback).
+
+Serve strips nothing: with route prefix ``/api`` the replica sees ``root_path="/api"`` and the full path, and
+Starlette routes on the part after ``root_path``, so the paths below are written without ``/api``. Tests use
+``TestClient(create_app(settings), root_path="/api")`` the same way, without Ray.
+"""
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mlhub import __version__
+from mlhub.backends import Backends
+from mlhub.config import Settings, load_settings
+from mlhub.errors import AuthenticationError, MlhubError
+from serve_apps.api_routes.common import ApiContext, ApiJSONResponse, Ctx, plain
+
+log = logging.getLogger("mlhub.serve.api")
+
+APP_NAME = "mlhub-api"
+ROUTE_PREFIX = "/api"
+DEPLOYMENT_NAME = "ApiServer"
+API_CPUS = 0.1  # the API is I/O bound (database reads): it must not take a core from training or serving
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No API key, or an unknown or revoked one"},
+    404: {"model": ErrorBody, "description": "Not found (or another tenant's)"},
+    422: {"model": ErrorBody, "description": "Invalid input"},
+}
+
+_STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+                 415: "unsupported_media_type"}
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return ApiJSONResponse({"error": {"code": code, "message": message, "details": plain(details or {})}},
+                           status_code=status, headers=headers)
+
+
+async def _mlhub_error(_: Request, exc: MlhubError) -> JSONResponse:
+    if exc.http_status >= 500:
+        log.warning("%s: %s", exc.code, exc.message)
+    headers = {"www-authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
+    return error_response(exc.http_status, exc.code, exc.message, exc.details, headers)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+              for e in exc.errors()[:50]]
+    summary = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
+    return error_response(422, "validation_failed", f"invalid request: {summary}", {"errors": errors})
+
+
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = _STATUS_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal", "internal error (logged on the server)")
+
+
+class RefuseNul:
+    """ASGI middleware: a NUL byte in the path or query string is refused (422) before routing. PostgreSQL
+    cannot store one, so it must never reach a query as a parameter."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"")
+                                        or b"\x00" in scope.get("query_string", b"")):
+            response = error_response(422, "validation_failed", "NUL characters are not allowed in paths or queries")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings, *, backends: Backends | None = None) -> FastAPI:
+    """The API over ``settings``' backends (built here, once, unless given). No Ray needed."""
+    from serve_apps.api_routes import audit, experiments, jobs, registry, runs
+
+    if backends is None:
+        backends = Backends(settings)
+        backends.ensure_schema()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        backends.close()
+
+    app = FastAPI(title="mlhub", version=__version__, docs_url="/docs", openapi_url="/openapi.json",
+                  redoc_url=None, default_response_class=ApiJSONResponse, lifespan=lifespan,
+                  description="mlhub's REST API: jobs, runs, HPO trials, the model registry, experiments and the "
+                              "audit log of the tenant whose API key you send (`Authorization: Bearer mlh_...`).")
+    app.state.mlhub = ApiContext(settings, backends)
+    app.add_exception_handler(MlhubError, _mlhub_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(RefuseNul)
+
+    @app.get("/health", tags=["health"], summary="Health of every backend (no API key needed)",
+             responses={503: {"description": "A configured backend is down"}})
+    def health(ctx: Ctx) -> JSONResponse:
+        from mlhub.health import any_configured_down, check_all
+
+        report = check_all(ctx.settings, ctx.backends.db)
+        down = any_configured_down(report)
+        return ApiJSONResponse({"ok": not down, "version": __version__, "backends": [h.to_dict() for h in report]},
+                               status_code=503 if down else 200)
+
+    for module in (jobs, runs, registry, experiments, audit):
+        app.include_router(module.router, responses=ERRORS)
+    return app
+
+
+@serve.ingress()
+class ApiServer:
+    """One replica of the API: the app (and its backends) is built once, when the replica starts."""
+
+    def __init__(self, settings_doc: dict[str, Any]) -> None:
+        self.app = create_app(load_settings(**settings_doc))
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return self.app
+
+
+def build_app(settings_doc: dict[str, Any] | None = None, *, num_replicas: int = 1):
+    """The Serve application: ``serve.run(build_app(settings.to_document()), name="mlhub-api",
+    route_prefix="/api")``. From ``serve run``/``serve deploy`` YAML, ``args`` may hold any settings as plain keys
+    (the rest come from the environment)."""
+    settings = load_settings(**(settings_doc or {}))
+    return serve.deployment(ApiServer).options(
+        name=DEPLOYMENT_NAME, num_replicas=num_replicas, ray_actor_options={"num_cpus": API_CPUS},
+        max_ongoing_requests=64, health_check_period_s=10.0, graceful_shutdown_timeout_s=5.0,
+    ).bind(settings.to_document())
