@@ -137,6 +137,21 @@ class Settings(BaseSettings):
         default=0.1, ge=0, le=1,
         description="Share of predictions logged with inputs/outputs (requests in a running experiment are always "
         "logged).")
+    # --- monitoring: drift checks and alert webhooks ------------------------------------------------------
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let alert webhooks call loopback, private and link-local addresses (off: such URLs are "
+        "refused, whatever their host name resolves to).")
+    webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description='Host names, addresses or networks alert webhooks may call even when private (JSON, e.g. '
+        '["alerts.internal", "10.0.0.0/8"]).')
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60, description="Timeout of one webhook call.")
+    webhook_retries: int = Field(default=2, ge=0, le=10,
+                                 description="Webhook calls retried this many times after a network error or 5xx.")
+    drift_max_rows: int = Field(
+        default=50_000, ge=100, le=10_000_000,
+        description="Most logged prediction rows (the newest) one drift check compares with the reference.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
 
     @field_validator("home", mode="after")

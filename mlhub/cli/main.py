@@ -13,6 +13,7 @@ except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, NoArgsIsHelpError
 
 from mlhub.cli import cluster_cmds, db, demo, follow, hpo, jobs, models, ops, runs, scaffold, serving, tenants
+from mlhub.cli import monitoring as monitoring_cmds
 from mlhub.cli.ab import app as ab_app
 from mlhub.cli.context import STATE
 from mlhub.errors import MlhubError, redact
@@ -40,6 +41,8 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(models.app, name="models")
 app.add_typer(ab_app, name="ab")
 app.add_typer(scaffold.app, name="scaffold")
+app.add_typer(monitoring_cmds.drift_app, name="drift")
+app.add_typer(monitoring_cmds.alerts_app, name="alerts")
 app.command("health")(ops.health)
 app.command("demo")(demo.demo)
 

@@ -369,11 +369,22 @@ class DiagnosticSpec(_JobBase):
         return QueueName(self.target_queue)
 
 
-JobSpec = Annotated[TrainingSpec | EvaluationSpec | BatchPredictionSpec | HpoSpec | DiagnosticSpec,
+class DriftCheckSpec(_JobBase):
+    """A drift check (:mod:`mlhub.monitoring`): recent prediction inputs against the training reference, then the
+    tenant's alert rules. A monitor's schedule enqueues one; ``mlhub drift check NAME --async`` too."""
+
+    kind: Literal["drift_check"] = "drift_check"
+    target: str = Field(..., min_length=1, max_length=200, description="a monitor's name, or a model reference "
+                        "(name, name@alias, name/VERSION) checked with the default thresholds")
+    window_s: int | None = Field(None, ge=60, le=366 * 86_400, description="how far back the recent inputs go "
+                                 "(default: the monitor's window, else one day)")
+
+
+JobSpec = Annotated[TrainingSpec | EvaluationSpec | BatchPredictionSpec | HpoSpec | DiagnosticSpec | DriftCheckSpec,
                     Field(discriminator="kind")]
 KIND_QUEUE = {"training": "training", "evaluation": "evaluation", "batch_prediction": "batch_prediction",
-              "hpo": "hpo"}
-AnySpec = TrainingSpec | EvaluationSpec | BatchPredictionSpec | HpoSpec | DiagnosticSpec
+              "hpo": "hpo", "drift_check": "evaluation"}
+AnySpec = TrainingSpec | EvaluationSpec | BatchPredictionSpec | HpoSpec | DiagnosticSpec | DriftCheckSpec
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(JobSpec)
 _KINDS = {*KIND_QUEUE, "diagnostic"}
 

@@ -57,7 +57,21 @@ def record_outcomes(db: Database, outcomes: list[tuple[ClaimedJob, dict[str, Any
             for job, outcome in items:
                 if outcome.get("status") != "succeeded":
                     recorded.append(_record_one(s, job, outcome, rand))
+    _alert_on_failures(db, outcomes, recorded)
     return recorded
+
+
+def _alert_on_failures(db: Database, outcomes, recorded: list[Recorded]) -> None:
+    """Evaluate job-failure alert rules of tenants whose jobs just failed; never breaks completion."""
+    failed = {r.job_id for r in recorded if r.state in (JobState.FAILED, JobState.DEAD)}
+    if not failed:
+        return
+    try:
+        from mlhub.monitoring.alerts import job_failures_hook
+
+        job_failures_hook(db, [job.tenant_id for job, _ in outcomes if job.id in failed])
+    except Exception as exc:  # noqa: BLE001 - alerting is best effort; the outcomes are already recorded
+        log.warning("job-failure alerts not evaluated: %s", exc)
 
 
 def _store_final_logs(s, tenant_id: str, items: list[tuple[ClaimedJob, dict[str, Any]]]) -> None:

@@ -15,6 +15,7 @@ from mlhub.domain.specs import (
     DISTRIBUTED_FRAMEWORKS,
     BatchPredictionSpec,
     DiagnosticSpec,
+    DriftCheckSpec,
     EvaluationSpec,
     HpoSpec,
     TrainingSpec,
@@ -239,6 +240,14 @@ def run_hpo(ctx: AttemptContext, spec: HpoSpec) -> dict[str, Any]:
     return {**result, "kind": "hpo", "metric": spec.metric, "mode": spec.mode, "best_trial_id": search.best_trial_id,
             "best_params": search.best_params, "best_metric": search.best_metric, "trials": search.trials,
             "trial_states": search.states, "resumed": search.resumed, "trials_carried_over": search.carried_over}
+
+
+def run_drift_check(ctx: AttemptContext, spec: DriftCheckSpec) -> dict[str, Any]:
+    """A drift check (a monitor's schedule, or `mlhub drift check --async`): report stored, alert rules evaluated."""
+    from mlhub.monitoring.service import MonitoringService
+
+    return MonitoringService.for_backends(ctx.backends).run_job(ctx.principal, spec.target, window_s=spec.window_s,
+                                                                job_id=ctx.job_id)
 
 
 def _dataset_label(ds) -> str:

@@ -91,6 +91,7 @@ def _handlers() -> dict[str, Handler]:
         "batch_prediction": handlers.run_batch_prediction,
         "diagnostic": handlers.run_diagnostic,
         "hpo": handlers.run_hpo,
+        "drift_check": handlers.run_drift_check,
     }
 
 
