@@ -254,8 +254,8 @@ def _experiments_using(s: Session, version_ids: list[int], *, live_only: bool) -
         return []
     q = (select(Experiment.name).join(ExperimentVariant, ExperimentVariant.experiment_id == Experiment.id)
          .where(ExperimentVariant.version_id.in_(version_ids)).distinct())
-    if live_only:
-        q = q.where(Experiment.status != ExperimentStatus.STOPPED.value)
+    if live_only:  # a stopped or promoted experiment no longer serves its versions
+        q = q.where(Experiment.status.not_in([ExperimentStatus.STOPPED.value, ExperimentStatus.PROMOTED.value]))
     return sorted(s.scalars(q))
 
 

@@ -206,3 +206,45 @@ def test_overload_is_refused_with_503_and_a_killed_replica_is_replaced(served, h
             time.sleep(1)
     finally:
         serve.delete("overload-test")
+
+
+def test_an_experiment_routes_sticky_shadows_a_copy_and_takes_outcomes_over_http(served):
+    from sqlalchemy import select
+
+    from mlhub.domain.routing import VariantSpec
+    from mlhub.experiments.service import ExperimentService
+    from mlhub.store.models import PredictionLog
+
+    hub = served["hub"]
+    svc = ExperimentService(hub.backends.db)
+    info = svc.create(hub.principal, "iris-ab", "iris", [VariantSpec("control", 1, 0.5), VariantSpec("treatment", 2, 0.5),
+                                                          VariantSpec("shadowed", 1, shadow=True)])
+    svc.start(hub.principal, info.id)
+    x = served["data"].x_test[:1].tolist()
+    deadline = time.monotonic() + 30
+    while "variant" not in (body := _post(served, {"inputs": x, "key": "user-1"}).json()):
+        assert time.monotonic() < deadline, "the running experiment was not picked up"
+        time.sleep(0.3)
+    seen = {_post(served, {"inputs": x, "key": f"user-{i}"}).json()["variant"] for i in range(40)}
+    assert seen == {"control", "treatment"}  # the shadow never answers
+    again = [_post(served, {"inputs": x, "key": "user-1"}).json() for _ in range(3)]
+    assert {a["variant"] for a in again} == {body["variant"]}
+    assert {a["version"] for a in again} == {1 if body["variant"] == "control" else 2}
+
+    base = served["url"].split("/v1/")[0]
+    r = requests.post(f"{base}/v1/experiments/{info.id}/outcomes", json={"key": "user-1", "value": 1},
+                      headers=served["headers"], timeout=30)
+    assert r.status_code == 200 and r.json() == {"recorded": 1}
+    bad = requests.post(f"{base}/v1/experiments/{info.id}/outcomes", json={"key": "user-1"},
+                        headers=served["headers"], timeout=30)
+    assert bad.status_code == 422
+    deadline = time.monotonic() + 30  # prediction logs are written in the background, every 0.5 s
+    while True:
+        with hub.backends.db.tenant_scope(hub.principal.tenant_id, readonly=True) as s:
+            variants = set(s.scalars(select(PredictionLog.variant).where(PredictionLog.experiment_id == info.id)))
+        if {"control", "treatment", "shadowed"} <= variants:
+            break
+        assert time.monotonic() < deadline, variants
+        time.sleep(0.5)
+    svc.stop(hub.principal, info.id)
+
