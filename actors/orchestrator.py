@@ -47,6 +47,9 @@ class Orchestrator:
         self.settings = Settings(**settings_doc)
         self.backends = Backends(self.settings)
         self.backends.ensure_schema()
+        from mlhub.monitoring.alerts import configure_failure_alerts
+
+        configure_failure_alerts(self.settings)  # job-failure alerts use the deployment's webhook policy
         self.wake = threading.Event()
         owner = f"{socket.gethostname()}:{os.getpid()}"
         self.dispatcher = Dispatcher(self.backends.db, RayLauncher(settings_doc), dispatch_policy(self.settings),
