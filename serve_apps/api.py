@@ -156,10 +156,11 @@ class ApiServer:
     """One replica of the API: the app (and its backends) is built once, when the replica starts."""
 
     def __init__(self, settings_doc: dict[str, Any]) -> None:
-        self.app = create_app(load_settings(**settings_doc))
+        # not ``self.app``: Serve's ingress wrapper owns that name (a read-only property)
+        self.api = create_app(load_settings(**settings_doc))
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return self.app
+        return self.api
 
 
 def build_app(settings_doc: dict[str, Any] | None = None, *, num_replicas: int = 1):
