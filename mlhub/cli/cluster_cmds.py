@@ -61,11 +61,8 @@ def _start_serving(settings) -> dict:
     from mlhub import cluster
     from serve_apps import control
 
-    import importlib.util
-
     with console.status("deploying the REST API and the inference application on Ray Serve..."):
-        if importlib.util.find_spec("serve_apps.api") is not None:  # TODO(issue 6): the REST API lands next
-            control.ensure_api(settings)
+        control.ensure_api(settings)
         control.ensure_inference(settings)
     base = control.base_url(settings)
     ingress = "haproxy" if settings.serve_ingress != "proxy" and cluster.haproxy_path(settings) else "proxy"

@@ -94,8 +94,11 @@ def test_the_cli_drives_a_separately_started_cluster(cluster):
     models = json.loads(_run([mlhub, "list-models", "--json"], env).stdout)
     assert {m["name"] for m in models} == {"wine", "iris-from-ray-job"}
 
-    # `mlhub start` deployed the inference application: serve the model and ask it over HTTP
-    assert json.loads(started.stdout)["serve"]["inference"].endswith("/v1")
+    # `mlhub start` deployed the REST API and the inference application: serve the model, ask it over HTTP
+    serving = json.loads(started.stdout)["serve"]
+    with urllib.request.urlopen(f"{serving['api']}/health", timeout=30) as answer:
+        assert answer.status == 200
+    assert serving["inference"].endswith("/v1")
     assert _run([mlhub, "models", "promote", "wine", "1", "--to", "champion"], env).returncode == 0
     deployed = _run([mlhub, "--address", address, "deploy", "wine", "--json"], env)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
