@@ -10,6 +10,7 @@ and the key decides the tenant: another tenant's job, run or model answers 404 l
 - ``GET  /models``, ``/models/compare?refs=...``, ``/models/{name}``, ``/models/{name}/versions``,
   ``POST /models/{name}/promote``, ``POST /models/{name}/rollback``
 - ``GET  /experiments``, ``GET /experiments/{id}``, ``POST /experiments/{id}/start|stop``
+- ``GET  /monitors``, ``GET /drift/{monitor or model ref}``, ``GET /alerts``, ``POST /alerts/{id}/ack|resolve``
 - ``GET  /audit``
 - ``GET  /openapi.json``, ``GET /docs``
 
@@ -114,7 +115,7 @@ class RefuseNul:
 
 def create_app(settings: Settings, *, backends: Backends | None = None) -> FastAPI:
     """The API over ``settings``' backends (built here, once, unless given). No Ray needed."""
-    from serve_apps.api_routes import audit, experiments, jobs, registry, runs
+    from serve_apps.api_routes import audit, experiments, jobs, monitoring, registry, runs
 
     if backends is None:
         backends = Backends(settings)
@@ -146,7 +147,7 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
         return ApiJSONResponse({"ok": not down, "version": __version__, "backends": [h.to_dict() for h in report]},
                                status_code=503 if down else 200)
 
-    for module in (jobs, runs, registry, experiments, audit):
+    for module in (jobs, runs, registry, experiments, monitoring, audit):
         app.include_router(module.router, responses=ERRORS)
     return app
 

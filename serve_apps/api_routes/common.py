@@ -103,6 +103,12 @@ class ApiContext:
 
         return ExperimentService(self.backends.db, self.audit, registry=self.registry)
 
+    @cached_property
+    def monitoring(self):
+        from mlhub.monitoring.service import MonitoringService
+
+        return MonitoringService.for_backends(self.backends)
+
 
 def context(request: Request) -> ApiContext:
     return request.app.state.mlhub

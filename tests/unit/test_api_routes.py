@@ -349,6 +349,35 @@ def test_experiments_list_status_start_and_stop(api):
     assert api.client.get("/api/experiments/a%20b").status_code == 422
 
 
+def test_monitors_drift_reports_and_alerts(api):
+    from mlhub.store.models import Alert, AlertRule
+
+    api.version("churn", {})
+    api.ctx.monitoring.create_monitor(api.me, "churn-drift", "churn")
+    assert [m["name"] for m in api.client.get("/api/monitors").json()["monitors"]] == ["churn-drift"]
+    assert api.client.get("/api/monitors", headers=api.as_other()).json()["monitors"] == []
+    for target in ("churn-drift", "churn", "churn/1", "churn@champion"):
+        r = api.client.get(f"/api/drift/{target}")
+        assert r.status_code == 200 and r.json() == {"target": target, "reports": []}, r.text
+    r = api.client.get("/api/drift/no such thing")
+    assert r.status_code == 404 and error_of(r)["code"] == "not_found"
+    rule = api.ctx.monitoring.alerts.add_rule(api.me, "failures", "job_failures")
+    with api.db.tenant_scope(api.me.tenant_id) as s:
+        alert = Alert(tenant_id=api.me.tenant_id, rule_id=rule.id, dedup_key="k", message="2 jobs failed",
+                      data={}, last_seen_at=utcnow())
+        s.add(alert)
+        s.flush()
+        alert_id = alert.id
+        assert s.get(AlertRule, rule.id) is not None
+    listed = api.client.get("/api/alerts", params={"status": "open"}).json()["alerts"]
+    assert [(a["id"], a["rule"], a["message"]) for a in listed] == [(alert_id, "failures", "2 jobs failed")]
+    assert api.client.post(f"/api/alerts/{alert_id}/ack", headers=api.as_other()).status_code == 404
+    assert api.client.post(f"/api/alerts/{alert_id}/ack").json()["status"] == "acknowledged"
+    assert api.client.post(f"/api/alerts/{alert_id}/resolve").json()["status"] == "resolved"
+    assert api.client.post(f"/api/alerts/{alert_id}/resolve").status_code == 409
+    assert api.client.get("/api/alerts", headers=api.as_other()).json()["alerts"] == []
+
+
 def test_audit_shows_only_this_tenants_events_newest_first(api):
     first = api.job()
     api.client.post(f"/api/jobs/{first}/cancel")
