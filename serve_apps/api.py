@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mlhub import __version__
 from mlhub.backends import Backends
 from mlhub.config import Settings, load_settings
+from mlhub.domain.specs import MAX_SPEC_BYTES
 from mlhub.errors import AuthenticationError, MlhubError
 from serve_apps.api_routes.common import ApiContext, ApiJSONResponse, Ctx, plain
 
@@ -45,6 +46,7 @@ APP_NAME = "mlhub-api"
 ROUTE_PREFIX = "/api"
 DEPLOYMENT_NAME = "ApiServer"
 API_CPUS = 0.1  # the API is I/O bound (database reads): it must not take a core from training or serving
+MAX_BODY_BYTES = MAX_SPEC_BYTES  # the largest body any route takes is a job spec
 
 
 class ErrorDetail(BaseModel):
@@ -97,20 +99,57 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal", "internal error (logged on the server)")
 
 
-class RefuseNul:
-    """ASGI middleware: a NUL byte in the path or query string is refused (422) before routing. PostgreSQL
-    cannot store one, so it must never reach a query as a parameter."""
+class RequestGuard:
+    """ASGI middleware that refuses, before routing: a NUL byte in the path or query string (422: PostgreSQL
+    cannot store one, so it must never reach a query as a parameter), and a body over ``max_body`` bytes (413,
+    whatever Content-Length claims: the body is read, bounded, and handed on)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, max_body: int = MAX_BODY_BYTES) -> None:
         self.app = app
+        self.max_body = max_body
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and ("\x00" in scope.get("path", "") or b"%00" in scope.get("query_string", b"")
-                                        or b"\x00" in scope.get("query_string", b"")):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string", b"")
+        if "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query:
             response = error_response(422, "validation_failed", "NUL characters are not allowed in paths or queries")
             await response(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_body:
+            await self._too_large(scope, receive, send)
+            return
+        if scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        body, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope, receive, send) -> None:
+        response = error_response(413, "payload_too_large", f"request body over {self.max_body:,} bytes")
+        await response(scope, receive, send)
 
 
 def create_app(settings: Settings, *, backends: Backends | None = None) -> FastAPI:
@@ -135,7 +174,7 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
-    app.add_middleware(RefuseNul)
+    app.add_middleware(RequestGuard)
 
     @app.get("/health", tags=["health"], summary="Health of every backend (no API key needed)",
              responses={503: {"description": "A configured backend is down"}})

@@ -239,6 +239,23 @@ def test_bad_queries_are_422_with_the_field_named(api):
                            ).status_code == 422
 
 
+def test_bodies_over_the_limit_are_refused_with_413_whatever_their_length_header_says(api):
+    from serve_apps.api import MAX_BODY_BYTES
+
+    big = b'{"name": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    r = api.client.post("/api/jobs", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and error_of(r)["code"] == "payload_too_large"
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(3):
+            yield b" " * (MAX_BODY_BYTES // 2)
+
+    r = api.client.post("/api/jobs", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert api.client.get("/api/jobs").json()["jobs"] == []
+    assert api.job() >= 1  # a normal body still goes through the replayed stream
+
+
 # --- runs --------------------------------------------------------------------------------------------------
 
 
