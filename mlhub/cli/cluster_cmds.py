@@ -70,7 +70,8 @@ def _start_serving(settings) -> dict:
 
 
 def stop(keep_cluster: bool = typer.Option(False, "--keep-cluster", help="Stop only the orchestrator."),
-         address: str | None = typer.Option(None, "--address")) -> None:
+         address: str | None = typer.Option(None, "--address", help="The Ray cluster to stop the orchestrator on "
+                                             "(default: MLHUB_RAY_ADDRESS, else the local head).")) -> None:
     """Stop the orchestrator and the local head `mlhub start` launched (never someone else's cluster)."""
     from mlhub.cluster import prepare_client_env
 

@@ -65,7 +65,8 @@ def follow_job(hub, job_id: int, *, json_: bool = False, timeout: float | None =
     return EXIT_CODES.get(info.state, 1)
 
 
-def watch(job_id: int = typer.Argument(...), timeout: float | None = typer.Option(None, "--timeout", min=0.1),
+def watch(job_id: int = typer.Argument(..., help="The job to follow."),
+          timeout: float | None = typer.Option(None, "--timeout", min=0.1, help="Stop following after this many seconds."),
           json_: bool = typer.Option(False, "--json", help="Print the final job as JSON.")) -> None:
     """Follow a job with a live progress bar (epoch, metrics, throughput, ETA) until it ends."""
     from mlhub.client import Hub
@@ -77,7 +78,7 @@ def watch(job_id: int = typer.Argument(...), timeout: float | None = typer.Optio
         hub.close()
 
 
-def logs(job_id: int = typer.Argument(...),
+def logs(job_id: int = typer.Argument(..., help="The job whose output to print."),
          attempt: int | None = typer.Option(None, "--attempt", min=1, help="Only this attempt."),
          follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
          json_: bool = typer.Option(False, "--json", help="Print chunks as JSON.")) -> None:

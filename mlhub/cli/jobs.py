@@ -135,7 +135,7 @@ def train(
     dataset: str | None = DATASET_OPT,
     target: str | None = TARGET_OPT,
     param: list[str] | None = typer.Option(None, "--param", help="Hyperparameter KEY=VALUE (repeatable)."),
-    epochs: int | None = typer.Option(None, "--epochs", min=1),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Passes over the training data."),
     register_as: str | None = typer.Option(None, "--register-as", help="Registered model name (default: --name)."),
     version_label: str | None = typer.Option(None, "--version", help="A label for the registered version, e.g. "
                                              "1.0.0 (the registry numbers versions 1, 2, 3 itself)."),
@@ -175,7 +175,7 @@ def predict(
     model: str | None = typer.Option(None, "--model", help="name, name@alias or name/VERSION."),
     input_: str | None = typer.Option(None, "--input", help="CSV or Parquet file or folder."),
     output: str | None = typer.Option(None, "--output", help="Parquet file to write (default: an artifact)."),
-    id_column: str | None = typer.Option(None, "--id-column"),
+    id_column: str | None = typer.Option(None, "--id-column", help="Input column copied to the output to identify rows."),
     on_error: str | None = typer.Option(None, "--on-error", help="skip or fail on bad rows."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Ray Data actors scoring the rows, "
                                        "--cpus each (default 1: the job's own process)."),
@@ -210,7 +210,7 @@ def tune(spec_file: Path = typer.Argument(..., help="An HPO spec file (YAML/JSON
 
 
 def diagnose(
-    name: str = typer.Option("diagnostic", "--name"),
+    name: str = typer.Option("diagnostic", "--name", help="Job name."),
     queue: str = typer.Option("evaluation", "--queue", help="Queue to run on."),
     sleep: float = typer.Option(0.0, "--sleep", min=0, help="Seconds to sleep."),
     lines: int = typer.Option(0, "--lines", min=0, help="Lines to print."),
@@ -224,7 +224,7 @@ def diagnose(
     _submit(_document(None, "diagnostic", flags), wait, json_)
 
 
-def cancel(job_id: int = typer.Argument(...), json_: bool = JSON_OPT) -> None:
+def cancel(job_id: int = typer.Argument(..., help="The job to cancel."), json_: bool = JSON_OPT) -> None:
     """Cancel a job: a queued one at once, a running one is stopped by the orchestrator."""
     from mlhub.jobs.service import JobService
 
@@ -252,8 +252,9 @@ def clean(older_than: str = typer.Option("7d", "--older-than", help="Age: 30m, 1
         console.print(f"{verb} {len(ids)} finished job(s) older than {cutoff:%Y-%m-%d %H:%M:%S} UTC")
 
 
-def jobs(state: str | None = typer.Option(None, "--state"), queue: str | None = typer.Option(None, "--queue"),
-         name: str | None = typer.Option(None, "--name"), limit: int = typer.Option(50, "--limit", min=1, max=1000),
+def jobs(state: str | None = typer.Option(None, "--state", help="Only jobs in this state (queued, running, ...)."),
+         queue: str | None = typer.Option(None, "--queue", help="Only jobs on this queue."),
+         name: str | None = typer.Option(None, "--name", help="Only jobs with exactly this name."), limit: int = typer.Option(50, "--limit", min=1, max=1000),
          json_: bool = JSON_OPT) -> None:
     """List your jobs, newest first."""
     from mlhub.jobs.service import JobService

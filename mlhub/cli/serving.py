@@ -71,7 +71,8 @@ def deploy(
                       f"{out['url']}")
 
 
-def undeploy(name: str = typer.Argument(..., metavar="MODEL"), json_: bool = JSON_OPT) -> None:
+def undeploy(name: str = typer.Argument(..., metavar="MODEL", help="The endpoint's model name."),
+             json_: bool = JSON_OPT) -> None:
     """Stop serving a model (its route answers 404 within seconds; the application keeps serving the rest)."""
     ep = _service().undeploy(STATE.principal(), name)
     if json_:

@@ -48,12 +48,12 @@ class DatasetSpec(_Strict):
                                description="csv/parquet: the label column")
     task: Literal["classification", "regression"] | None = Field(None, validate_default=True,
                                                                  description="synthetic: the task")
-    n_samples: int = Field(1000, ge=10, le=10_000_000)
-    n_features: int = Field(10, ge=1, le=10_000)
-    n_classes: int = Field(2, ge=2, le=1000)
-    noise: float = Field(0.1, ge=0, le=100)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    test_size: float = Field(0.2, gt=0, lt=1)
+    n_samples: int = Field(1000, ge=10, le=10_000_000, description="synthetic: rows to generate")
+    n_features: int = Field(10, ge=1, le=10_000, description="synthetic: feature columns")
+    n_classes: int = Field(2, ge=2, le=1000, description="synthetic classification: classes")
+    noise: float = Field(0.1, ge=0, le=100, description="synthetic: label noise")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the generator and of the train/test split")
+    test_size: float = Field(0.2, gt=0, lt=1, description="share of the rows held out for validation")
 
     @field_validator("name")
     @classmethod
@@ -89,25 +89,25 @@ class DatasetSpec(_Strict):
 
 
 class Resources(_Strict):
-    num_cpus: float = Field(1.0, ge=0, le=1024)
-    num_gpus: float = Field(0.0, ge=0, le=64)
-    memory_mb: int | None = Field(None, ge=1, le=4_000_000)
+    num_cpus: float = Field(1.0, ge=0, le=1024, description="CPUs (fractions allowed)")
+    num_gpus: float = Field(0.0, ge=0, le=64, description="GPUs (fractions allowed)")
+    memory_mb: int | None = Field(None, ge=1, le=4_000_000, description="memory reserved with Ray, in MiB")
     custom: dict[str, Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]] = Field(
-        default_factory=dict, max_length=16)
+        default_factory=dict, max_length=16, description="custom Ray resources by name")
 
 
 class RetryPolicy(_Strict):
-    max_attempts: int = Field(3, ge=1, le=20)
-    backoff_s: float = Field(1.0, ge=0, le=3600)
-    max_backoff_s: float = Field(60.0, ge=0, le=86_400)
+    max_attempts: int = Field(3, ge=1, le=20, description="attempts before the job is dead")
+    backoff_s: float = Field(1.0, ge=0, le=3600, description="wait before the second attempt; doubles each time")
+    max_backoff_s: float = Field(60.0, ge=0, le=86_400, description="the longest wait between attempts")
     jitter: float = Field(0.5, ge=0, le=1, description="fraction of each delay that is randomised")
 
 
 class ScheduleSpec(_Strict):
     """A recurring job: exactly one of a cron expression (UTC) or an interval."""
 
-    cron: str | None = Field(None, max_length=128)
-    interval_s: int | None = Field(None, ge=1, le=366 * 86_400)
+    cron: str | None = Field(None, max_length=128, description="a cron expression, in UTC")
+    interval_s: int | None = Field(None, ge=1, le=366 * 86_400, description="seconds between runs")
 
     @model_validator(mode="after")
     def _one_of(self) -> ScheduleSpec:
@@ -165,12 +165,14 @@ def _bounded_json(value: dict[str, Any], what: str, max_items: int) -> dict[str,
 
 class _JobBase(_Strict):
     name: Name
-    priority: int | Literal["low", "normal", "high", "critical"] = "normal"
-    resources: Resources = Field(default_factory=Resources)
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    schedule: ScheduleSpec | None = None
-    timeout_s: float | None = Field(None, gt=0, le=7 * 86_400)
-    tags: dict[str, str] = Field(default_factory=dict)
+    priority: int | Literal["low", "normal", "high", "critical"] = Field(
+        "normal", description="-1000..1000, or low (-50), normal (0), high (50), critical (100); higher runs first")
+    resources: Resources = Field(default_factory=Resources, description="what one attempt holds while it runs")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy, description="attempts and backoff")
+    schedule: ScheduleSpec | None = Field(None, description="run again on a schedule")
+    timeout_s: float | None = Field(None, gt=0, le=7 * 86_400, description="an attempt running longer is stopped")
+    tags: dict[str, str] = Field(default_factory=dict, description="free-form labels (at most 32, values up to "
+                                 "256 characters)")
 
     @field_validator("priority")
     @classmethod
@@ -199,19 +201,19 @@ class CodeRef(_Strict):
     """Custom training code sent with a job: the zip of its working directory in the artifact store, packed
     and uploaded by the client at submit (:mod:`mlhub.jobs.code`), fetched and verified where the job runs."""
 
-    artifact_id: int = Field(..., ge=1, le=2**63 - 1)
-    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$")
+    artifact_id: int = Field(..., ge=1, le=2**63 - 1, description="the zip's artifact")
+    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$", description="the zip's sha256, checked where the job runs")
 
 
 class TrainingSpec(_JobBase):
     kind: Literal["training"] = "training"
     framework: Literal["baseline", "sklearn", "torch", "tensorflow"]
     model: str = Field(..., min_length=1, max_length=128, description="baseline: linear|logistic; sklearn: estimator")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="hyperparameters of the model (at most 64)")
     dataset: DatasetSpec
-    epochs: int = Field(1, ge=1, le=100_000)
+    epochs: int = Field(1, ge=1, le=100_000, description="passes over the training data")
     num_workers: int = Field(1, ge=1, le=1024, description="torch/tensorflow: Ray Train workers")
-    use_gpu: bool = False
+    use_gpu: bool = Field(False, description="torch/tensorflow: one GPU per Train worker")
     resources_per_worker: Resources | None = Field(
         None, description="torch/tensorflow: each Train worker's share (default 1 CPU, and 1 GPU with use_gpu)")
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="torch: data-parallel (DDP) or sharded (FSDP)")
@@ -309,9 +311,10 @@ class BatchPredictionSpec(_ModelJob):
     kind: Literal["batch_prediction"] = "batch_prediction"
     input: str = Field(..., min_length=1, max_length=4096, description="CSV or Parquet file or folder")
     output: str | None = Field(None, max_length=4096, description="Parquet file to write (default: artifact)")
-    id_column: str | None = Field(None, max_length=256)
-    on_error: Literal["skip", "fail"] = "fail"
-    batch_size: int = Field(4096, ge=1, le=1_000_000)
+    id_column: str | None = Field(None, max_length=256, description="input column copied to the output to identify "
+                                     "rows")
+    on_error: Literal["skip", "fail"] = Field("fail", description="bad rows: skip them, or fail the job")
+    batch_size: int = Field(4096, ge=1, le=1_000_000, description="rows per model call")
     num_workers: int = Field(1, ge=1, le=1024, description="Ray Data actors scoring the rows, `resources` each "
                              "(1: score in the job's own process)")
     ray_min_rows: int = Field(50_000, ge=0, le=10**12, description="with num_workers > 1, inputs with fewer valid "
@@ -321,10 +324,11 @@ class BatchPredictionSpec(_ModelJob):
 
 
 class SearchDimension(_Strict):
-    type: Literal["uniform", "loguniform", "randint", "choice", "grid"]
-    low: float | None = None
-    high: float | None = None
-    values: list[Any] | None = Field(None, max_length=1000)
+    type: Literal["uniform", "loguniform", "randint", "choice", "grid"] = Field(
+        ..., description="uniform, loguniform (low > 0), randint (both ends included): a range; choice, grid: values")
+    low: float | None = Field(None, description="range types: the lower end")
+    high: float | None = Field(None, description="range types: the upper end")
+    values: list[Any] | None = Field(None, max_length=1000, description="choice and grid: the values")
 
     @model_validator(mode="after")
     def _shape(self) -> SearchDimension:
@@ -342,15 +346,18 @@ class SearchDimension(_Strict):
 
 class HpoSpec(_JobBase):
     kind: Literal["hpo"] = "hpo"
-    trainer: TrainingSpec
-    search_space: dict[str, SearchDimension] = Field(..., min_length=1, max_length=32)
-    metric: str = Field(..., min_length=1, max_length=128)
-    mode: Literal["min", "max"] = "max"
-    num_samples: int = Field(10, ge=1, le=10_000)
-    max_concurrent_trials: int = Field(2, ge=1, le=1024)
-    search: Literal["random", "grid", "optuna"] = "random"
-    scheduler: Literal["none", "asha", "hyperband", "pbt", "median"] = "none"
-    time_budget_s: float | None = Field(None, gt=0, le=7 * 86_400)
+    trainer: TrainingSpec = Field(..., description="the training each trial runs, with the sampled params")
+    search_space: dict[str, SearchDimension] = Field(..., min_length=1, max_length=32, description="the trainer's "
+                                                     "params to search (the key epochs sets its epochs)")
+    metric: str = Field(..., min_length=1, max_length=128, description="the reported metric trials are ranked by")
+    mode: Literal["min", "max"] = Field("max", description="whether a lower or a higher metric is better")
+    num_samples: int = Field(10, ge=1, le=10_000, description="trials (random, optuna); unused by grid")
+    max_concurrent_trials: int = Field(2, ge=1, le=1024, description="trials running at once")
+    search: Literal["random", "grid", "optuna"] = Field("random", description="random draws, every grid "
+                                                        "combination once, or Optuna's TPE")
+    scheduler: Literal["none", "asha", "hyperband", "pbt", "median"] = Field(
+        "none", description="early stopping of poor trials, counted in epochs")
+    time_budget_s: float | None = Field(None, gt=0, le=7 * 86_400, description="stop the search after this long")
 
 
 class DiagnosticSpec(_JobBase):
@@ -358,11 +365,12 @@ class DiagnosticSpec(_JobBase):
     the no-op benchmarks and the reliability tests (retries, cancellation, killed workers)."""
 
     kind: Literal["diagnostic"] = "diagnostic"
-    target_queue: Literal["training", "evaluation", "batch_prediction", "hpo"] = "evaluation"
-    sleep_s: float = Field(0.0, ge=0, le=86_400)
-    print_lines: int = Field(0, ge=0, le=100_000)
+    target_queue: Literal["training", "evaluation", "batch_prediction", "hpo"] = Field(
+        "evaluation", description="the queue the job waits and runs on")
+    sleep_s: float = Field(0.0, ge=0, le=86_400, description="seconds to sleep")
+    print_lines: int = Field(0, ge=0, le=100_000, description="lines to print")
     fail_attempts: int = Field(0, ge=0, le=100, description="fail this many attempts first (retryable)")
-    fail_permanently: bool = False
+    fail_permanently: bool = Field(False, description="fail with a permanent error (no retry)")
 
     @property
     def queue(self) -> QueueName:
