@@ -16,6 +16,7 @@ from mlhub.cli import cluster_cmds, db, demo, follow, hpo, jobs, models, ops, ru
 from mlhub.cli import monitoring as monitoring_cmds
 from mlhub.cli.ab import app as ab_app
 from mlhub.cli.context import STATE
+from mlhub.config import Settings
 from mlhub.errors import MlhubError, redact
 
 app = typer.Typer(
@@ -67,11 +68,13 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit status (never raises)."""
+def main(argv: list[str] | None = None, *, settings: Settings | None = None) -> int:
+    """Run the CLI and return its exit status (never raises). ``settings`` replaces the environment's (the demo
+    runs its commands against its own throw-away home this way)."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     STATE.reset()  # each invocation acts with its own settings and key, also when called in-process
+    STATE._settings = settings
     command = typer.main.get_command(app)
     try:
         rc = command.main(args=args, prog_name="mlhub", standalone_mode=False)

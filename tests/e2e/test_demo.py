@@ -1,31 +1,71 @@
-"""The one run of the demo in the suite: `mlhub demo` as a user runs it, on the embedded defaults."""
+"""The one run of the demo in the suite: `mlhub demo --keep` as a user runs it, on the embedded defaults. While
+the tour keeps its endpoint up, the test calls it with the key and URL the tour printed, then stops it with
+Ctrl-C (SIGINT) as a user would."""
 
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 pytestmark = pytest.mark.ray
 
+STEPS = (
+    "schema created", "backend health", "orchestrator are up", "submitted 7 jobs",
+    "digits-cnn (torch DDP x2)", "iris-search (ASHA)", "wine-keras (TF MWMS x2)", "trials 8/8",
+    "evaluation of wine-forest/1", "batch prediction scored 178 rows", "took 178 of 178 rows from the prediction cache",
+    "registered models", "promoted wine-forest/1 to champion: 2 gates passed", "promotion to production refused",
+    "is refused: row 0, column", "flaky took 2 attempts", "fails attempt 1 of the first 1 on purpose",
+    "$ mlhub deploy wine-forest --alias champion", "answers [0, 0, 0] for 3 rows (version 1)",
+    "$ mlhub ab status wine-ab", "two-proportion z-test", "winner: control",
+    "$ mlhub drift check wine-drift", "DRIFTED: alcohol, color_intensity", "ALERT 1 [critical] rule wine-drifted",
+    "not found (tenants never see each other)", "corrupted blob is refused", "audit log", "summary",
+)
+PLOTS = ("loss_curve.png", "torch_ddp_curves.png", "hpo_trials.png", "confusion_matrix.png", "drift.png")
 
-def test_the_demo_runs_end_to_end_and_writes_its_plot(tmp_path):
+
+def test_the_demo_tours_everything_and_keeps_its_endpoint_up_until_ctrl_c(tmp_path):
     mlhub = Path(sys.executable).parent / "mlhub"
     out = tmp_path / "plots"
-    proc = subprocess.run(
-        [str(mlhub), "demo", "--home", str(tmp_path / "home"), "--output", str(out), "--epochs", "10"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
-    )
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    text = proc.stdout
-    for step in ("schema created", "backend health", "orchestrator are up", "submitted 4 jobs",
-                 "evaluation of wine-forest/1", "batch prediction scored 178 rows", "registered models",
-                 "promoted wine-forest/1 to champion: 2 gates passed", "promotion to production refused",
-                 "is refused: row 0, column",
-                 "flaky took 2 attempts", "fails attempt 1 of the first 1 on purpose",
-                 "not found (tenants never see each other)", "corrupted blob is refused", "audit log"):
+    proc = subprocess.Popen(
+        [str(mlhub), "demo", "--home", str(tmp_path / "home"), "--output", str(out), "--epochs", "10", "--keep"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("press Ctrl-C"):
+                break
+        text = "".join(lines)
+        assert lines and lines[-1].startswith("press Ctrl-C"), text[-6000:]
+        curl = re.search(r"Bearer (mlh_\S+)' -d '(.+)' (http://\S+)", text.rsplit("the endpoint stays up", 1)[-1])
+        assert curl, text[-2000:]
+        key, body, url = curl.groups()
+        r = requests.post(url, data=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert r.status_code == 200 and r.json()["model"] == "wine-forest" and r.json()["version"] == 1, r.text
+        assert requests.post(url, data=body, timeout=30).status_code == 401  # the key is needed
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text += rest
+    assert proc.returncode == 0, text[-6000:]
+    assert "stopping" in rest
+    for step in STEPS:
         assert step in text, f"demo output lacks {step!r}"
     assert "cancelled" in text and "digits-logit" in text
-    for name in ("loss_curve.png", "confusion_matrix.png"):
+    for name in PLOTS:
         png = out / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000, name
+        assert str(png) in text  # the tour prints where each plot is
+    with pytest.raises(requests.ConnectionError):  # the endpoint went away with the tour
+        requests.post(url, data=body, headers={"Authorization": f"Bearer {key}"}, timeout=5)
