@@ -67,7 +67,7 @@ def settings_table() -> str:
     """The configuration table of README.md, rendered from :class:`~mlhub.config.Settings`."""
     lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        default = field.default
+        default = field.get_default(call_default_factory=True)
         shown = "unset" if default is None else f"`{default}`"
         if field.annotation is not None and "SecretStr" in str(field.annotation):
             shown += " (secret)"
