@@ -103,6 +103,27 @@ def _free_port(preferred: int) -> int:
         return s.getsockname()[1]
 
 
+def ensure_auth_token() -> None:
+    """Make sure a token exists before a head starts: ``ray start --head`` with token auth refuses to start
+    without one, and a fresh machine has none. Generates it the way Ray's docs say (``ray get-auth-token
+    --generate``, which writes ``~/.ray/auth_token``) unless ``RAY_AUTH_TOKEN`` or a token file holds one."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    custom = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = Path(custom) if custom else Path.home() / ".ray" / "auth_token"
+    if path.is_file() and path.read_text().strip():
+        return
+    if custom:  # a path the user chose: never write a token somewhere else behind their back
+        raise ConfigError(f"RAY_AUTH_TOKEN_PATH names {custom}, which holds no token: put the cluster's token "
+                          "there, or unset it to have one generated in ~/.ray/auth_token")
+    ray_bin = Path(sys.executable).parent / "ray"
+    done = subprocess.run([str(ray_bin if ray_bin.exists() else "ray"), "get-auth-token", "--generate"],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env=dict(os.environ, **RAY_CLIENT_ENV))
+    if done.returncode != 0 or not path.is_file():  # the token is on stdout: never echo it
+        raise BackendUnavailable(f"could not generate a Ray auth token: {done.stderr.strip()[-500:]}")
+
+
 def start_local_head(settings: Settings, *, port: int = DEFAULT_HEAD_PORT, num_cpus: int | None = None,
                      timeout_s: float = 90.0) -> LocalHead:
     """Launch a persistent local head (idempotent: an alive one is returned as it is)."""
@@ -111,6 +132,7 @@ def start_local_head(settings: Settings, *, port: int = DEFAULT_HEAD_PORT, num_c
         return existing
     state = _state_dir(settings)
     state.mkdir(parents=True, exist_ok=True)
+    ensure_auth_token()
     port = _free_port(port)
     dashboard_port = _free_port(8265)
     ray_bin = Path(sys.executable).parent / "ray"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from mlhub.cluster import ensure_auth_token
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres]
@@ -37,6 +38,7 @@ def cluster(fresh_pg_url, tmp_path):
                MLHUB_SERVE_HTTP_PORT=str(free_port()))
     env.pop("MLHUB_API_KEY", None)
     temp = tempfile.mkdtemp(prefix="rc-")
+    ensure_auth_token()  # as an operator runs `ray get-auth-token --generate` first: a fresh machine has no token
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp}", "--disable-usage-stats"],

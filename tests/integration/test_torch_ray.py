@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 from sqlalchemy import select
 
 from mlhub.store.models import JobEvent, JobLog, Metric
@@ -20,17 +20,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.postgres]
 
 
 def _train_workers() -> list[int]:
-    """PIDs of live Ray Train worker processes (their process title names the actor class)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if cmd.startswith("ray::RayTrainWorker"):
-                out.append(int(entry.name))
-    return out
+    """PIDs of this cluster's live Ray Train workers (never another cluster's on the same machine)."""
+    return [a["Pid"] for a in ray._private.state.actors().values()
+            if "RayTrainWorker" in a.get("ActorClassName", "") and a.get("State") == "ALIVE"]
 
 
 def _logs_by_worker(hub, job_id: int) -> str:
