@@ -589,10 +589,10 @@ def api_app() -> Any:
 
 def openapi_document(app: Any = None) -> dict[str, Any]:
     """The OpenAPI document the API serves at ``/api/openapi.json`` (its server URL is the route prefix)."""
-    from serve_apps.api import ROUTE_PREFIX
+    from serve_apps.api import REST_PREFIX
 
     doc = dict((app or api_app()).openapi())
-    doc["servers"] = [{"url": ROUTE_PREFIX}]
+    doc["servers"] = [{"url": REST_PREFIX}]
     return doc
 
 

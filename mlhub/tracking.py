@@ -136,7 +136,7 @@ class TrackingService:
 
     def list_runs(self, principal: Principal, *, experiment: str | None = None, job_id: int | None = None,
                   status: str | None = None, filter: str | None = None, order_by: str | None = None,
-                  limit: int = 50) -> list[RunInfo]:
+                  limit: int = 50, offset: int = 0) -> list[RunInfo]:
         """This tenant's runs, newest first (or in ``order_by``'s order, e.g. ``metrics.f1 desc``; runs that lack
         the key come last). ``filter``: e.g. ``metrics.f1 > 0.9 and params.lr < 0.01`` (see
         :mod:`mlhub.domain.run_filter`); a filter that cannot be parsed is a ValidationError with its position."""
@@ -144,6 +144,8 @@ class TrackingService:
         order = parse_order_by(order_by)
         if not 1 <= limit <= 1000:
             raise ValidationError("limit must be between 1 and 1000")
+        if offset < 0:
+            raise ValidationError("offset must not be negative")
         q = select(Run).where(Run.tenant_id == principal.tenant_id)
         if experiment:
             q = q.where(Run.experiment == experiment)
@@ -158,7 +160,7 @@ class TrackingService:
             q = q.where(_condition(tree, principal.tenant_id))
         ordering = [c for key in order for c in _order_clauses(key, principal.tenant_id)]
         with self.db.tenant_scope(principal.tenant_id, readonly=True) as s:
-            return [RunInfo.from_row(r) for r in s.scalars(q.order_by(*ordering, Run.id.desc()).limit(limit))]
+            return [RunInfo.from_row(r) for r in s.scalars(q.order_by(*ordering, Run.id.desc()).limit(limit).offset(offset))]
 
     def get_run(self, principal: Principal, run_id: int) -> RunDetail:
         t = principal.tenant_id

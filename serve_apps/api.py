@@ -1,4 +1,8 @@
-"""The REST API: one FastAPI app, served by Ray Serve as the application ``mlhub-api`` on route prefix ``/api``.
+"""The REST API: one FastAPI app (:func:`create_app`), served by Ray Serve inside the application ``mlhub-api``.
+
+The application is on route prefix ``/``: its ingress (:func:`create_server_app`) mounts the REST API at ``/api``
+and the web console (:mod:`serve_apps.ui`) at ``/ui``, both over one :class:`ApiContext` (the same services, the
+same backends). The inference application keeps ``/v1``: Serve routes each request by the longest prefix.
 
 Routes (all under ``/api``; every route except ``GET /api/health`` needs ``Authorization: Bearer <api key>``,
 and the key decides the tenant: another tenant's job, run or model answers 404 like a missing one):
@@ -17,9 +21,10 @@ and the key decides the tenant: another tenant's job, run or model answers 404 l
 Errors are one shape, ``{"error": {"code", "message", "details"}}``: an :class:`~mlhub.errors.MlhubError` with its
 own status, request validation 422, anything unexpected 500 with a generic message (logged, never a traceback).
 
-Serve strips nothing: with route prefix ``/api`` the replica sees ``root_path="/api"`` and the full path, and
-Starlette routes on the part after ``root_path``, so the paths below are written without ``/api``. Tests use
-``TestClient(create_app(settings), root_path="/api")`` the same way, without Ray.
+Serve strips nothing, and neither does a mount: under the ``/api`` mount the REST app sees ``root_path="/api"`` and
+the full path, and Starlette routes on the part after ``root_path``, so the paths below are written without
+``/api`` (and ``/api/openapi.json`` names ``/api`` as its server). Tests use ``TestClient(create_app(settings),
+root_path="/api")`` the same way, without Ray, or the whole ingress: ``TestClient(create_server_app(settings))``.
 """
 
 import logging
@@ -43,7 +48,9 @@ from serve_apps.api_routes.common import ApiContext, ApiJSONResponse, Ctx, plain
 log = logging.getLogger("mlhub.serve.api")
 
 APP_NAME = "mlhub-api"
-ROUTE_PREFIX = "/api"
+ROUTE_PREFIX = "/"  # the application's: the REST API and the console are mounted below it
+REST_PREFIX = "/api"
+UI_PREFIX = "/ui"
 DEPLOYMENT_NAME = "ApiServer"
 API_CPUS = 0.1  # the API is I/O bound (database reads): it must not take a core from training or serving
 MAX_BODY_BYTES = MAX_SPEC_BYTES  # the largest body any route takes is a job spec
@@ -191,13 +198,43 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
     return app
 
 
+def create_server_app(settings: Settings, *, backends: Backends | None = None) -> FastAPI:
+    """The ingress of ``mlhub-api``: the REST API at ``/api`` and the web console at ``/ui``, one backends object
+    (closed when the app shuts down: a mounted app's own lifespan does not run)."""
+    from fastapi.responses import RedirectResponse
+
+    from serve_apps.ui import create_ui
+
+    if backends is None:
+        backends = Backends(settings)
+        backends.ensure_schema()
+    rest = create_app(settings, backends=backends)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        backends.close()
+
+    outer = FastAPI(title="mlhub", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
+                    lifespan=lifespan)
+    outer.state.mlhub = rest.state.mlhub
+    outer.mount(REST_PREFIX, rest)
+    outer.mount(UI_PREFIX, create_ui(rest.state.mlhub))
+
+    @outer.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse(f"{UI_PREFIX}/", status_code=307)
+
+    return outer
+
+
 @serve.ingress()
 class ApiServer:
     """One replica of the API: the app (and its backends) is built once, when the replica starts."""
 
     def __init__(self, settings_doc: dict[str, Any]) -> None:
         # not ``self.app``: Serve's ingress wrapper owns that name (a read-only property)
-        self.api = create_app(load_settings(**settings_doc))
+        self.api = create_server_app(load_settings(**settings_doc))
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return self.api
@@ -205,7 +242,7 @@ class ApiServer:
 
 def build_app(settings_doc: dict[str, Any] | None = None, *, num_replicas: int = 1):
     """The Serve application: ``serve.run(build_app(settings.to_document()), name="mlhub-api",
-    route_prefix="/api")``. From ``serve run``/``serve deploy`` YAML, ``args`` may hold any settings as plain keys
+    route_prefix="/")`` (the REST API answers under ``/api``, the console under ``/ui``). From ``serve run``/``serve deploy`` YAML, ``args`` may hold any settings as plain keys
     (the rest come from the environment)."""
     settings = load_settings(**(settings_doc or {}))
     return serve.deployment(ApiServer).options(

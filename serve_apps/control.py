@@ -11,7 +11,9 @@ from mlhub.errors import BackendUnavailable
 from serve_apps import inference
 
 API_APP = "mlhub-api"
-API_PREFIX = "/api"
+API_ROUTE_PREFIX = "/"  # the application's route prefix: it mounts the REST API and the console below it
+API_PREFIX = "/api"  # where the REST API answers
+UI_PREFIX = "/ui"  # where the web console answers
 
 
 def ensure_serve(settings: Settings) -> None:
@@ -37,13 +39,26 @@ def ensure_inference(settings: Settings, scaling: dict[str, Any] | None = None, 
 
 
 def ensure_api(settings: Settings, *, timeout_s: float = 180.0) -> str:
+    """Deploy the API application (REST API and web console) unless it runs already on its route prefix (one
+    deployed by an older mlhub on ``/api`` is redeployed on ``/``)."""
     ensure_serve(settings)
-    if app_status(API_APP) == "RUNNING":
+    if app_status(API_APP) == "RUNNING" and route_prefix(API_APP) in (API_ROUTE_PREFIX, None):
         return "RUNNING"
     from serve_apps.api import build_app
 
-    serve.run(build_app(settings.to_document()), name=API_APP, route_prefix=API_PREFIX, blocking=False)
+    serve.run(build_app(settings.to_document()), name=API_APP, route_prefix=API_ROUTE_PREFIX, blocking=False)
     return wait_running(API_APP, timeout_s)
+
+
+def route_prefix(name: str) -> str | None:
+    """The route prefix a running application was deployed with; None when Serve does not say."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        details = _get_global_client().get_serve_details()
+        return (details.get("applications", {}).get(name) or {}).get("route_prefix")
+    except Exception:  # a private API: not knowing only means no redeploy
+        return None
 
 
 def wait_running(name: str, timeout_s: float) -> str:
@@ -58,6 +73,11 @@ def wait_running(name: str, timeout_s: float) -> str:
             raise BackendUnavailable(f"Serve application {name} is {status}: {app.message[:500]}")
         time.sleep(0.5)
     raise BackendUnavailable(f"Serve application {name} still {status} after {timeout_s:.0f} s")
+
+
+def console_url(settings: Settings) -> str:
+    """The web console's address (its login page when no session is open)."""
+    return f"{base_url(settings)}{UI_PREFIX}/"
 
 
 def base_url(settings: Settings) -> str:

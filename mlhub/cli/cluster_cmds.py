@@ -51,13 +51,14 @@ def start(
     console.print(f"orchestrator: running (pid {ping['pid']}, requeued {ping['recovered']} interrupted job(s))")
     if serving:
         console.print(f"REST API: {serving['api']}  (OpenAPI: {serving['api']}/openapi.json)")
+        console.print(f"web console: {serving['console']}  (log in with your API key; `mlhub ui` opens it)")
         console.print(f"inference: {serving['inference']}/models/MODEL/predict  (ingress: {serving['ingress']})")
         if serving["ingress"] == "proxy" and head is not None and settings.serve_ingress == "auto":
             console.print(f"hint: {cluster.HAPROXY_HINT}, then `mlhub stop && mlhub start`")
 
 
 def _start_serving(settings) -> dict:
-    """The REST API and the inference application on Ray Serve (idempotent)."""
+    """The REST API (with the web console) and the inference application on Ray Serve (idempotent)."""
     from mlhub import cluster
     from serve_apps import control
 
@@ -66,7 +67,8 @@ def _start_serving(settings) -> dict:
         control.ensure_inference(settings)
     base = control.base_url(settings)
     ingress = "haproxy" if settings.serve_ingress != "proxy" and cluster.haproxy_path(settings) else "proxy"
-    return {"api": f"{base}{control.API_PREFIX}", "inference": f"{base}/v1", "ingress": ingress}
+    return {"api": f"{base}{control.API_PREFIX}", "console": control.console_url(settings), "inference": f"{base}/v1",
+            "ingress": ingress}
 
 
 def stop(keep_cluster: bool = typer.Option(False, "--keep-cluster", help="Stop only the orchestrator."),

@@ -155,9 +155,14 @@ class JobService:
             return JobInfo.from_row(self._job(s, principal, job_id))
 
     def list(self, principal: Principal, *, state: str | None = None, queue: str | None = None,
-             name: str | None = None, limit: int = 50, before_id: int | None = None) -> list[JobInfo]:
+             name: str | None = None, limit: int = 50, before_id: int | None = None,
+             offset: int = 0) -> list[JobInfo]:
+        """This tenant's jobs, newest first: a page of ``limit`` after skipping ``offset`` (the console's
+        numbered pages) or, cheaper for deep paging, those older than ``before_id``."""
         if not 1 <= limit <= 1000:
             raise ValidationError("limit must be between 1 and 1000")
+        if offset < 0:
+            raise ValidationError("offset must not be negative")
         q = select(Job).where(Job.tenant_id == principal.tenant_id)
         if state:
             if state not in {s.value for s in JobState}:
@@ -170,7 +175,7 @@ class JobService:
         if before_id:
             q = q.where(Job.id < before_id)
         with self.db.tenant_scope(principal.tenant_id, readonly=True) as s:
-            return [JobInfo.from_row(r) for r in s.scalars(q.order_by(Job.id.desc()).limit(limit))]
+            return [JobInfo.from_row(r) for r in s.scalars(q.order_by(Job.id.desc()).limit(limit).offset(offset))]
 
     def events(self, principal: Principal, job_id: int, *, after_id: int = 0) -> list[JobEvent]:
         with self.db.tenant_scope(principal.tenant_id, readonly=True) as s:

@@ -158,23 +158,33 @@ class RegistryService(PromotionMixin, MaintenanceMixin):
 
     # --- reads --------------------------------------------------------------------------------------
 
-    def list_models(self, principal: Principal) -> list[ModelSummary]:
+    def list_models(self, principal: Principal, *, limit: int | None = None, offset: int = 0) -> list[ModelSummary]:
+        """This tenant's models by name: all of them, or a page of ``limit`` after ``offset`` (the aggregates are
+        computed for that page's models only)."""
         t = principal.tenant_id
         with self.db.tenant_scope(t, readonly=True) as s:
-            models = s.scalars(select(RegisteredModel).where(RegisteredModel.tenant_id == t)
-                               .order_by(RegisteredModel.name)).all()
+            q = select(RegisteredModel).where(RegisteredModel.tenant_id == t).order_by(RegisteredModel.name)
+            if limit is not None:
+                q = q.limit(limit).offset(max(offset, 0))
+            models = s.scalars(q).all()
+            ids = [m.id for m in models]
             live = (select(ModelVersion.model_id, func.max(ModelVersion.version).label("latest"),
                            func.count().label("n"))
                     .where(ModelVersion.tenant_id == t, ModelVersion.status != DELETED)
-                    .group_by(ModelVersion.model_id).subquery())
+                    .group_by(ModelVersion.model_id))
+            if limit is not None:
+                live = live.where(ModelVersion.model_id.in_(ids))
+            live = live.subquery()
             counts = {m: (latest, n) for m, latest, n in s.execute(select(live))}
             latest_rows = {v.model_id: v for v in s.scalars(select(ModelVersion).join(
                 live, (live.c.model_id == ModelVersion.model_id) & (live.c.latest == ModelVersion.version)))}
             aliases: dict[int, dict[str, int]] = {}
-            for model_id, alias, number in s.execute(
-                    select(ModelAlias.model_id, ModelAlias.alias, ModelVersion.version)
-                    .join(ModelVersion, ModelVersion.id == ModelAlias.version_id)
-                    .where(ModelAlias.tenant_id == t).order_by(ModelAlias.alias)):
+            aq = (select(ModelAlias.model_id, ModelAlias.alias, ModelVersion.version)
+                  .join(ModelVersion, ModelVersion.id == ModelAlias.version_id)
+                  .where(ModelAlias.tenant_id == t).order_by(ModelAlias.alias))
+            if limit is not None:
+                aq = aq.where(ModelAlias.model_id.in_(ids))
+            for model_id, alias, number in s.execute(aq):
                 aliases.setdefault(model_id, {})[alias] = number
             out = []
             for m in models:
@@ -198,7 +208,10 @@ class RegistryService(PromotionMixin, MaintenanceMixin):
                                aliases_of(s, m.id), stages, len(rows), rows[-1][0] if rows else None, m.created_at,
                                m.updated_at)
 
-    def versions(self, principal: Principal, name: str, *, include_deleted: bool = False) -> list[VersionInfo]:
+    def versions(self, principal: Principal, name: str, *, include_deleted: bool = False,
+                 limit: int | None = None, offset: int = 0, newest_first: bool = False) -> list[VersionInfo]:
+        """A model's versions, oldest first (or newest first): all of them, or a page of ``limit`` after
+        ``offset``."""
         with self.db.tenant_scope(principal.tenant_id, readonly=True) as s:
             model = model_row(s, principal, name)
             q = select(ModelVersion).where(ModelVersion.model_id == model.id)
@@ -207,8 +220,10 @@ class RegistryService(PromotionMixin, MaintenanceMixin):
             by_version: dict[int, list[str]] = {}
             for alias, number in aliases_of(s, model.id).items():
                 by_version.setdefault(number, []).append(alias)
-            return [VersionInfo.from_row(v, name, tuple(by_version.get(v.version, ())))
-                    for v in s.scalars(q.order_by(ModelVersion.version))]
+            q = q.order_by(ModelVersion.version.desc() if newest_first else ModelVersion.version)
+            if limit is not None:
+                q = q.limit(limit).offset(max(offset, 0))
+            return [VersionInfo.from_row(v, name, tuple(by_version.get(v.version, ()))) for v in s.scalars(q)]
 
     def resolve(self, principal: Principal, ref: str) -> VersionInfo:
         """``name`` (latest), ``name@alias`` or ``name/VERSION`` to a version of this tenant.

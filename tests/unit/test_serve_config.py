@@ -14,7 +14,7 @@ from ray.serve.schema import ServeDeploySchema
 from mlhub.config import Settings
 
 CONFIG = Path(__file__).resolve().parents[2] / "cluster" / "serve.yaml"
-EXPECTED_APPS = {"mlhub-inference": "/v1", "mlhub-api": "/api"}
+EXPECTED_APPS = {"mlhub-inference": "/v1", "mlhub-api": "/"}
 
 
 def validate_serve_config(doc: dict) -> dict:
