@@ -321,3 +321,6 @@ def _summary(tour: Tour, live) -> None:
     if live.url:
         console.print(f"endpoint: {live.url} (champion: wine-forest/1; stops with the tour unless --keep)",
                       highlight=False)
+    if getattr(live, "console_url", None):
+        console.print(f"web console: {live.console_url} (log in with an API key of tenant default, e.g. the "
+                      "demo key --keep prints; stops with the tour unless --keep)", highlight=False)

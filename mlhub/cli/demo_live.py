@@ -34,6 +34,7 @@ class LiveTour:
 
         self.tour = tour
         self.url: str | None = None
+        self.console_url: str | None = None
         self.key: str | None = None
         self.x, self.y = load_wine(return_X_y=True)
         self.rng = np.random.default_rng(7)
@@ -74,6 +75,8 @@ class LiveTour:
                   f"40 single-row requests: p50 {statistics.median(latencies):.1f} ms over Serve's default proxy",
                   summary="deployed on Ray Serve; HTTP predictions")
         tour.cli("endpoints")
+        control.ensure_api(tour.settings)  # the web console (0.1 CPU): the summary prints its address
+        self.console_url = control.console_url(tour.settings)
 
     def ab_test(self) -> None:
         """Users keyed user-N get a sticky variant; the outcome is whether their answer was right."""

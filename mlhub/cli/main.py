@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover
 
 from mlhub.cli import cluster_cmds, db, demo, follow, hpo, jobs, models, ops, runs, scaffold, serving, tenants
 from mlhub.cli import monitoring as monitoring_cmds
+from mlhub.cli import ui as ui_cmd
 from mlhub.cli.ab import app as ab_app
 from mlhub.cli.context import STATE
 from mlhub.config import Settings
@@ -46,6 +47,7 @@ app.add_typer(monitoring_cmds.drift_app, name="drift")
 app.add_typer(monitoring_cmds.alerts_app, name="alerts")
 app.command("health")(ops.health)
 app.command("demo")(demo.demo)
+app.command("ui")(ui_cmd.ui)
 
 
 @app.callback()

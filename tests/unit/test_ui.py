@@ -350,3 +350,27 @@ def test_the_rest_api_still_answers_under_api(ui):
     assert ui.client.get("/api/jobs").status_code == 401
     assert ui.client.get("/api/jobs", headers={"authorization": f"Bearer {ui.key}"}).json()["jobs"] == []
     assert ui.client.get("/").headers["location"] == "/ui/"
+
+
+# --- mlhub ui ------------------------------------------------------------------------------------------------
+
+
+def test_mlhub_ui_prints_the_console_url_and_opens_it_only_on_a_desktop(capsys, monkeypatch):
+    import sys
+    import webbrowser
+
+    from mlhub.cli.main import main
+
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url: opened.append(url) or True)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["ui"]) == 0
+    url = capsys.readouterr().out.strip().splitlines()[0]
+    assert re.fullmatch(r"http://[^/]+:\d+/ui/", url) and opened == []
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert main(["ui", "--no-open"]) == 0 and opened == []
+    assert main(["ui", "--json"]) == 0 and opened == []
+    capsys.readouterr()
+    assert main(["ui"]) == 0 and opened == [url]
