@@ -53,6 +53,13 @@ def test_the_wheel_ships_the_migrations(unpacked_wheel):
     assert (unpacked_wheel / "mlhub" / "cli" / "main.py").is_file()
 
 
+def test_the_wheel_ships_the_web_consoles_templates_and_static_files(unpacked_wheel):
+    ui = unpacked_wheel / "serve_apps" / "ui"
+    for name in ("templates/base.html", "templates/login.html", "templates/model.html", "static/app.js",
+                 "static/app.css"):
+        assert (ui / name).is_file(), name
+
+
 def test_imports_come_from_the_unpacked_wheel_not_the_checkout(unpacked_wheel, tmp_path):
     p = _python(
         """

@@ -1,6 +1,6 @@
-"""The REST API deployed as mlhub start deploys it: a Ray Serve application on route prefix /api, over HTTP through
-Serve's proxy on the shared test cluster. Health without a key, 401 without one elsewhere, a tenant's own job, and
-404 for another tenant's."""
+"""The REST API deployed as mlhub start deploys it: a Ray Serve application on route prefix / that answers under /api
+(and serves the web console under /ui), over HTTP through Serve's proxy on the shared test cluster. Health without a
+key, 401 without one elsewhere, a tenant's own job, 404 for another tenant's, and the console's login page."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ pytestmark = [pytest.mark.ray, pytest.mark.postgres]
 def api_url(serve_http, hub_settings):
     from ray import serve
 
-    from serve_apps.api import APP_NAME, ROUTE_PREFIX, build_app
+    from serve_apps.api import APP_NAME, REST_PREFIX, ROUTE_PREFIX, build_app
 
     serve.run(build_app(hub_settings.to_document()), name=APP_NAME, route_prefix=ROUTE_PREFIX)
-    yield serve_http + ROUTE_PREFIX
+    yield serve_http + REST_PREFIX
     serve.delete(APP_NAME)  # free the cluster's CPUs for the tests that follow
 
 
@@ -61,3 +61,6 @@ def test_the_api_on_serve_authenticates_and_isolates_tenants(api_url, hub_settin
         doc = http.get("/openapi.json").json()
         assert doc["servers"] == [{"url": "/api"}] and "/jobs/{job_id}/retry" in doc["paths"]
         assert http.get("/docs").status_code == 200
+
+    console = httpx.get(api_url.removesuffix("/api") + "/ui/login", timeout=30)  # same application, beside /api
+    assert console.status_code == 200 and 'name="api_key"' in console.text

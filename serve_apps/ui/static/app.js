@@ -14,7 +14,7 @@ function drawCharts() {
     var layout = {
       margin: {t: 20, r: 20, b: 50, l: 60}, height: kind === "heatmap" ? 360 : 420,
       xaxis: {title: {text: el.dataset.xtitle || ""}}, yaxis: {title: {text: el.dataset.ytitle || ""}},
-      legend: {orientation: "h", y: -0.2}
+      legend: {orientation: "h", y: -0.2}, showlegend: kind !== "heatmap"
     };
     if (kind === "heatmap") { layout.yaxis.autorange = "reversed"; }
     Plotly.newPlot(el, traces, layout, {responsive: true, displaylogo: false});
