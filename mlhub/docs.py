@@ -588,7 +588,7 @@ def api_app() -> Any:
 
 
 def openapi_document(app: Any = None) -> dict[str, Any]:
-    """The OpenAPI document the API serves at ``/api/openapi.json`` (its server URL is the route prefix)."""
+    """The OpenAPI document the API serves at ``/api/openapi.json`` (its server URL is where it is mounted)."""
     from serve_apps.api import REST_PREFIX
 
     doc = dict((app or api_app()).openapi())
@@ -610,7 +610,8 @@ def rest_api_reference(app: Any = None) -> str:
     schemes = doc.get("components", {}).get("securitySchemes", {})
     lines = ["# REST API reference", "", GENERATED, "",
              _first_paragraph(doc["info"].get("description")), "",
-             f"Every path is under `{prefix}` (the Ray Serve route prefix of the `mlhub-api` application). The "
+             f"Every path is under `{prefix}` (where the `mlhub-api` Serve application mounts the REST API; its web "
+             "console is under `/ui`). The "
              f"full OpenAPI {doc['openapi']} document is [openapi.json](openapi.json); a running API serves it at "
              f"`{prefix}/openapi.json` and an interactive page at `{prefix}/docs`.", "",
              "Errors have one shape: `{\"error\": {\"code\", \"message\", \"details\"}}`.", ""]

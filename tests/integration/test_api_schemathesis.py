@@ -1,6 +1,6 @@
 """Schemathesis against the REST API's own OpenAPI document, in process (ASGI, no Ray), over a real PostgreSQL
 database (row-level security on) with a valid API key: valid and invalid inputs for every operation, and not one
-answer may be a 5xx. The app is mounted under ``/api`` exactly as Ray Serve's route prefix mounts it.
+answer may be a 5xx. The app is mounted under ``/api`` exactly as the API application's ingress mounts it.
 
 Its own database (not the session's shared one): fuzzed job submissions must never reach an orchestrator."""
 
@@ -19,7 +19,7 @@ EXAMPLES_PER_OPERATION = 40  # per operation and mode (27 operations)
 
 
 def under_api(app):
-    """``app`` as Ray Serve runs it on route prefix /api: every request carries ``root_path="/api"``."""
+    """``app`` as Ray Serve runs it, mounted at /api: every request carries ``root_path="/api"``."""
 
     async def mounted(scope, receive, send):
         if scope["type"] in ("http", "websocket"):
