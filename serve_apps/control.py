@@ -53,11 +53,13 @@ def ensure_api(settings: Settings, *, timeout_s: float = 180.0) -> str:
 def route_prefix(name: str) -> str | None:
     """The route prefix a running application was deployed with; None when Serve does not say."""
     try:
+        import ray
         from ray.serve.context import _get_global_client
 
-        details = _get_global_client().get_serve_details()
+        controller = _get_global_client()._controller
+        details = ray.get(controller.get_serve_instance_details.remote(), timeout=30)
         return (details.get("applications", {}).get(name) or {}).get("route_prefix")
-    except Exception:  # a private API: not knowing only means no redeploy
+    except Exception:  # a private API (Ray 2.60): not knowing only means no redeploy
         return None
 
 

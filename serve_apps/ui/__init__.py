@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
@@ -21,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 from mlhub.errors import MlhubError
 from serve_apps.api_routes.common import ApiContext
 from serve_apps.ui import auth, insights, jobs, models, runs
-from serve_apps.ui.web import STATIC, CsrfRefused, LoginRequired, redirect, render
+from serve_apps.ui.web import STATIC, CsrfRefused, LoginRequired, optional_session, redirect, render
 
 log = logging.getLogger("mlhub.serve.ui")
 
@@ -56,13 +57,25 @@ def create_ui(ctx: ApiContext) -> FastAPI:
     async def _mlhub(request: Request, exc: MlhubError) -> Response:
         if exc.http_status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
-        return render(request, "error.html", session=None, status_code=exc.http_status, title=exc.code,
-                      error_id="error", message=exc.message)
+        return render(request, "error.html", session=optional_session(request), status_code=exc.http_status,
+                      title=exc.code, error_id="error", message=exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        where = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors()[:3])
+        return render(request, "error.html", session=None, status_code=422, title="Invalid request",
+                      error_id="error", message=f"invalid request: {where}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return render(request, "error.html", session=None, status_code=500, title="Error", error_id="error",
+                      message="internal error (logged on the server)")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        return render(request, "error.html", session=None, status_code=exc.status_code, title=str(exc.status_code),
-                      error_id="error", message=str(exc.detail))
+        return render(request, "error.html", session=optional_session(request), status_code=exc.status_code,
+                      title=str(exc.status_code), error_id="error", message=str(exc.detail))
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
     def plotly_bundle() -> FileResponse:

@@ -31,7 +31,9 @@ def hpo_page(request: Request, session: Session, job_id: Annotated[int, Path(ge=
     ctx = ctx_of(request)
     job = ctx.jobs.get(session.principal, job_id)
     trials = list_trials(ctx.backends.db, session.principal.tenant_id, job_id)[:MAX_TRIALS_SHOWN]
-    metric = (job.result or {}).get("metric") if isinstance((job.result or {}).get("metric"), str) else None
+    # the search's metric: in its result once it ended, in its progress while it runs
+    metric = next((m for m in ((job.result or {}).get("metric"), (job.progress or {}).get("metric"))
+                   if isinstance(m, str)), None)
     if metric is None:
         counts = Counter(k for t in trials for k, v in t.metrics.items() if _number(v) is not None)
         metric = counts.most_common(1)[0][0] if counts else None

@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mlhub import __version__
 from mlhub.audit import Principal
-from mlhub.errors import AuthenticationError
+from mlhub.errors import AuthenticationError, MlhubError
 from serve_apps.api_routes.common import ApiContext
 
 log = logging.getLogger("mlhub.serve.ui")
@@ -105,6 +105,14 @@ def current_session(request: Request) -> UiSession:
     except AuthenticationError:
         raise LoginRequired() from None
     return UiSession(principal, csrf_token(key), _tenant_name(ctx, principal))
+
+
+def optional_session(request: Request) -> UiSession | None:
+    """The request's session if it has a valid one (error pages show the nav to those logged in)."""
+    try:
+        return current_session(request)
+    except (LoginRequired, MlhubError):
+        return None
 
 
 def check_origin(request: Request) -> None:

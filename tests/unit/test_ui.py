@@ -403,3 +403,12 @@ def test_ten_thousand_jobs_and_a_thousand_versions_stay_fast(ui):
         assert len(re.findall(r"<tr data-(?:job-id|version)=", page.text)) <= 25
     assert len(re.findall(r'<tr data-job-id="', ui.client.get("/ui/jobs?page=400").text)) == 25
     assert 'id="next-page"' not in ui.client.get("/ui/jobs?page=400").text
+
+
+def test_errors_are_pages_not_json(ui):
+    ui.login()
+    for path, status in (("/ui/jobs/abc", 422), ("/ui/jobs/99999999", 404), ("/ui/nowhere", 404),
+                         ("/ui/runs/compare?ids=1", 422)):
+        r = ui.client.get(path)
+        assert r.status_code == status and r.headers["content-type"].startswith("text/html"), (path, r.text)
+        assert 'id="error"' in r.text and 'id="tenant"' in r.text or status == 422
