@@ -75,6 +75,13 @@ class ApiContext:
         return Authenticator(self.backends.db, ttl_s=self.settings.api_key_cache_ttl_s, source="api")
 
     @cached_property
+    def sessions(self):
+        """The web console's session tokens (signed, expiring, checked against the API keys)."""
+        from mlhub.serving.sessions import SessionTokens
+
+        return SessionTokens(self.backends.db, ttl_s=self.settings.api_key_cache_ttl_s, source="api")
+
+    @cached_property
     def audit(self) -> AuditLog:
         return AuditLog(self.backends.db)
 

@@ -35,14 +35,15 @@ def login_page(request: Request) -> Response:
 async def login(request: Request) -> Response:
     check_origin(request)
     key = (await read_form(request)).get("api_key", "").strip()
+    ctx = ctx_of(request)
     try:
         if not key:
             raise AuthenticationError("enter an API key")
-        ctx_of(request).auth.principal_for_key(key)
+        token, _ = ctx.sessions.issue(ctx.auth.principal_for_key(key), key)
     except AuthenticationError as exc:
         return render(request, "login.html", session=None, status_code=401, title="Log in", error=exc.message)
     response = redirect(request, "/jobs")
-    response.set_cookie(SESSION_COOKIE, key, max_age=SESSION_MAX_AGE_S, path=base(request) or "/", httponly=True,
+    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_MAX_AGE_S, path=base(request) or "/", httponly=True,
                         samesite="strict", secure=is_https(request))
     return response
 
@@ -50,6 +51,7 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request, session: Annotated[UiSession, Depends(current_session)]) -> Response:
     await checked_form(request, session)
+    ctx_of(request).sessions.forget(request.cookies.get(SESSION_COOKIE, ""))
     response = redirect(request, "/login")
     response.delete_cookie(SESSION_COOKIE, path=base(request) or "/", httponly=True, samesite="strict",
                            secure=is_https(request))

@@ -1,18 +1,17 @@
 """What every page of the web console shares: templates (autoescaped), the session cookie and its CSRF token,
 form parsing, pagination and flash messages.
 
-The session: the cookie ``mlhub_session`` holds the tenant's API key (HttpOnly, so no script reads it; SameSite=Strict
-and Path=/ui, so the browser sends it only to the console and only from its own pages; Secure over HTTPS). Every
-request resolves it with the API's own :class:`~mlhub.serving.auth.Authenticator`, so a revoked key logs the
-session out within the authenticator's TTL. The CSRF token of a session is ``HMAC-SHA256(key, "mlhub-ui-csrf")``:
-bound to the session, computable only by whoever holds the key, checked on every POST together with the
-``Origin`` (and ``Sec-Fetch-Site``) headers.
+The session: the cookie ``mlhub_session`` holds a signed, expiring token (:mod:`mlhub.serving.sessions`) that stands
+for the API key the user logged in with, never the key itself: HttpOnly (no script reads it), SameSite=Strict and
+Path=/ui (the browser sends it only to the console, only from its own pages), Secure over HTTPS. Every request
+verifies it against the database's API keys, so revoking the key ends its sessions (within the API key cache's
+TTL). The session's CSRF token is an HMAC bound to that session, required in every POST together with a
+same-origin ``Origin`` (and no cross-site ``Sec-Fetch-Site``).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import logging
@@ -38,7 +37,6 @@ SESSION_MAX_AGE_S = 12 * 3600
 PAGE_SIZE = 25
 MAX_PAGE = 1_000_000
 MAX_FORM_BYTES = 16_384
-CSRF_CONTEXT = b"mlhub-ui-csrf"
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -75,10 +73,6 @@ def ctx_of(request: Request) -> ApiContext:
     return request.app.state.mlhub
 
 
-def csrf_token(key: str) -> str:
-    return hmac.new(key.encode(), CSRF_CONTEXT, hashlib.sha256).hexdigest()
-
-
 def is_https(request: Request) -> bool:
     proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
     return proto == "https" or request.url.scheme == "https"
@@ -96,15 +90,15 @@ def _tenant_name(ctx: ApiContext, principal: Principal) -> str:
 
 def current_session(request: Request) -> UiSession:
     """The session of the request's cookie; LoginRequired without a valid one (FastAPI dependency)."""
-    key = request.cookies.get(SESSION_COOKIE)
-    if not key:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
         raise LoginRequired()
     ctx = ctx_of(request)
     try:
-        principal = ctx.auth.principal_for_key(key)
+        web = ctx.sessions.verify(token)
     except AuthenticationError:
         raise LoginRequired() from None
-    return UiSession(principal, csrf_token(key), _tenant_name(ctx, principal))
+    return UiSession(web.principal, web.csrf, _tenant_name(ctx, web.principal))
 
 
 def optional_session(request: Request) -> UiSession | None:

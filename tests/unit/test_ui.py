@@ -40,7 +40,7 @@ class Console:
     def csrf(self, path: str = "/ui/jobs") -> str:
         page = self.client.get(path)
         assert page.status_code == 200, page.text
-        return re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text).group(1)
+        return re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
 
     def version(self, name: str, metrics: dict, *, principal=None, description: str | None = None) -> int:
         from mlhub.artifact_records import ArtifactService
@@ -145,18 +145,50 @@ def test_writes_need_the_sessions_csrf_token_and_a_same_site_origin(ui):
     assert (r.status_code, r.headers["location"]) == (303, f"/ui/jobs/{job.id}")
     assert ui.ctx.jobs.get(ui.me, job.id).state == "cancelled"
     assert 'id="flash" class="ok"' in ui.client.get(f"/ui/jobs/{job.id}").text
-    # the other tenant's token is not this session's
-    other_token = _token_of(ui, ui.other_key)
-    assert other_token != token
     r = ui.client.post("/ui/logout", data={"csrf_token": token})
     assert r.status_code == 303 and r.headers["location"] == "/ui/login"
     assert 'mlhub_session=""' in r.headers["set-cookie"] or "Max-Age=0" in r.headers["set-cookie"]
 
 
-def _token_of(ui, key: str) -> str:
-    from serve_apps.ui.web import csrf_token
+def test_the_cookie_is_a_signed_token_not_the_key_and_a_revoked_key_ends_the_session(ui):
+    from fastapi.testclient import TestClient
 
-    return csrf_token(key)
+    from mlhub.tenancy import TenantService
+
+    r = ui.login()
+    token = r.cookies["mlhub_session"]
+    assert ui.key not in token and ui.key.split("_")[2] not in token and token.startswith("v1.")
+    mine = ui.csrf()
+    other = TestClient(ui.app, follow_redirects=False)
+    other.post("/ui/login", data={"api_key": ui.other_key})
+    theirs = re.search(r'name="csrf_token" value="([^"]+)"', other.get("/ui/jobs").text).group(1)
+    assert theirs != mine  # bound to the session
+    version, payload, signature = token.split(".")
+    for forged in (f"{version}.{payload}.{signature[:-2]}AA", f"{version}.{payload[:-2]}.{signature}",
+                   "v1.e30.x", "garbage", ui.key):
+        assert TestClient(ui.app, follow_redirects=False, cookies={"mlhub_session": forged}).get(
+            "/ui/jobs").status_code == 303, forged
+    ui.ctx.sessions.ttl_s = 0  # (the verified-token memory would keep it up to 5 s)
+    key_ref = ui.key.split("_")[1]
+    TenantService(ui.db).revoke_key(ui.me, key_ref)
+    assert ui.client.get("/ui/jobs").status_code == 303
+
+
+def test_a_session_token_expires():
+    from unittest.mock import MagicMock
+
+    from mlhub.errors import AuthenticationError
+    from mlhub.serving.sessions import SessionTokens
+
+    tokens = SessionTokens(MagicMock(), max_age_s=60, clock=lambda: 1_000.0)
+    assert tokens._verify.__name__ == "_verify"
+    import base64
+    import json
+
+    payload = base64.urlsafe_b64encode(json.dumps({"t": "x", "k": 1, "e": 999}).encode()).decode().rstrip("=")
+    with pytest.raises(AuthenticationError):
+        tokens.verify(f"v1.{payload}.sig")  # expired before any database read
+    tokens.db.tenant_scope.assert_not_called()
 
 
 def _spec(**kw):
@@ -317,7 +349,8 @@ def test_runs_list_run_chart_and_comparison(ui):
     assert compare.status_code == 200 and '<div id="compare-chart"' in compare.text
     from fastapi.testclient import TestClient
 
-    as_other = TestClient(ui.app, follow_redirects=False, cookies={"mlhub_session": ui.other_key})
+    as_other = TestClient(ui.app, follow_redirects=False)
+    assert as_other.post("/ui/login", data={"api_key": ui.other_key}).status_code == 303
     assert as_other.get(f"/ui/runs/{ids[0]}").status_code == 404
 
 
