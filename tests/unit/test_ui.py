@@ -180,11 +180,10 @@ def test_a_session_token_expires():
     from mlhub.errors import AuthenticationError
     from mlhub.serving.sessions import SessionTokens
 
-    tokens = SessionTokens(MagicMock(), max_age_s=60, clock=lambda: 1_000.0)
-    assert tokens._verify.__name__ == "_verify"
     import base64
     import json
 
+    tokens = SessionTokens(MagicMock(), max_age_s=60, clock=lambda: 1_000.0)
     payload = base64.urlsafe_b64encode(json.dumps({"t": "x", "k": 1, "e": 999}).encode()).decode().rstrip("=")
     with pytest.raises(AuthenticationError):
         tokens.verify(f"v1.{payload}.sig")  # expired before any database read
