@@ -175,13 +175,12 @@ def test_the_cookie_is_a_signed_token_not_the_key_and_a_revoked_key_ends_the_ses
 
 
 def test_a_session_token_expires():
+    import base64
+    import json
     from unittest.mock import MagicMock
 
     from mlhub.errors import AuthenticationError
     from mlhub.serving.sessions import SessionTokens
-
-    import base64
-    import json
 
     tokens = SessionTokens(MagicMock(), max_age_s=60, clock=lambda: 1_000.0)
     payload = base64.urlsafe_b64encode(json.dumps({"t": "x", "k": 1, "e": 999}).encode()).decode().rstrip("=")
