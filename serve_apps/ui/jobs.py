@@ -60,12 +60,21 @@ def jobs_page(request: Request, session: Session) -> Response:
     pager = Pager.of(request, lambda limit, offset: ctx.jobs.list(session.principal, state=state, queue=queue,
                                                                   limit=limit, offset=offset), state=state,
                      queue=queue)
+    return render(request, "jobs.html", session=session, title="Jobs", pager=pager, states=STATES,
+                  queue_names=QUEUES, state=state, queue=queue, queues=queue_depths(ctx, session))
+
+
+def queue_depths(ctx, session: UiSession) -> list[dict[str, Any]]:
     stats = ctx.jobs.queue_stats(session.principal)
-    queues = [{"name": q, "pending": sum(stats.get(q, {}).get(s, 0) for s in ("queued", "retrying")),
-               "running": stats.get(q, {}).get("running", 0), "total": sum(stats.get(q, {}).values())}
-              for q in QUEUES]
-    return render(request, "jobs.html", session=session, title="Jobs", pager=pager, queues=queues, states=STATES,
-                  queue_names=QUEUES, state=state, queue=queue)
+    return [{"name": q, "pending": sum(stats.get(q, {}).get(s, 0) for s in ("queued", "retrying")),
+             "running": stats.get(q, {}).get("running", 0), "total": sum(stats.get(q, {}).values())}
+            for q in QUEUES]
+
+
+@router.get("/queues/live")
+def queues_live(request: Request, session: Session) -> JSONResponse:
+    """What the jobs page polls: each queue's depth."""
+    return JSONResponse({"queues": queue_depths(ctx_of(request), session)}, headers={"cache-control": "no-store"})
 
 
 @router.get("/jobs/{job_id}")

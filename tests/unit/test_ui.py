@@ -217,6 +217,8 @@ def test_sixty_jobs_are_three_pages_of_at_most_25_rows(ui):
             assert 'id="prev-page"' in page.text
     assert pages == 3 and shown == sorted(ids, reverse=True)
     assert 'id="queues"' in page.text
+    depths = {q["name"]: q["pending"] for q in ui.client.get("/ui/queues/live").json()["queues"]}
+    assert depths["training"] == 60 and depths["hpo"] == 0
     filtered = ui.client.get("/ui/jobs", params={"state": "succeeded"}).text
     assert re.findall(r'data-job-id="(\d+)"', filtered) == []
     one = ui.client.get(f"/ui/jobs/{ids[0]}").text

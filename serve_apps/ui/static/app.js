@@ -55,7 +55,30 @@ function followJob() {
   setTimeout(tick, 1000);
 }
 
+function followQueues() {
+  var table = document.getElementById("queues");
+  if (!table || !table.dataset.live) return;
+  function tick() {
+    fetch(table.dataset.live, {credentials: "same-origin"})
+      .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
+      .then(function (doc) {
+        doc.queues.forEach(function (q) {
+          var row = table.querySelector('tr[data-queue="' + q.name + '"]');
+          if (!row) return;
+          ["pending", "running", "total"].forEach(function (k) {
+            var cell = row.querySelector("td." + k);
+            if (cell) cell.textContent = String(q[k]);
+          });
+        });
+        setTimeout(tick, 5000);
+      })
+      .catch(function () { setTimeout(tick, 15000); });
+  }
+  setTimeout(tick, 5000);
+}
+
 document.addEventListener("DOMContentLoaded", function () {
   drawCharts();
   followJob();
+  followQueues();
 });
