@@ -42,6 +42,7 @@ def create_ui(ctx: ApiContext) -> FastAPI:
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.mlhub = ctx
+    app.state.tenant_names = {}
     app.add_middleware(RequestGuard)
 
     @app.exception_handler(LoginRequired)

@@ -78,13 +78,16 @@ def is_https(request: Request) -> bool:
     return proto == "https" or request.url.scheme == "https"
 
 
-def _tenant_name(ctx: ApiContext, principal: Principal) -> str:
-    names = ctx.__dict__.setdefault("_ui_tenant_names", {})
+def _tenant_name(request: Request, principal: Principal) -> str:
+    """The tenant's name for the nav, remembered per console app (names do not change)."""
+    names: dict[str, str] = request.app.state.tenant_names
     name = names.get(principal.tenant_id)
     if name is None:
         from mlhub.tenancy import TenantService
 
-        name = names[principal.tenant_id] = TenantService(ctx.backends.db).get_tenant(principal).name
+        if len(names) > 10_000:
+            names.clear()
+        name = names[principal.tenant_id] = TenantService(ctx_of(request).backends.db).get_tenant(principal).name
     return name
 
 
@@ -98,7 +101,7 @@ def current_session(request: Request) -> UiSession:
         web = ctx.sessions.verify(token)
     except AuthenticationError:
         raise LoginRequired() from None
-    return UiSession(web.principal, web.csrf, _tenant_name(ctx, web.principal))
+    return UiSession(web.principal, web.csrf, _tenant_name(request, web.principal))
 
 
 def optional_session(request: Request) -> UiSession | None:
