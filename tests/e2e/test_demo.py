@@ -52,6 +52,10 @@ def test_the_demo_tours_everything_and_keeps_its_endpoint_up_until_ctrl_c(tmp_pa
         r = requests.post(url, data=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         assert r.status_code == 200 and r.json()["model"] == "wine-forest" and r.json()["version"] == 1, r.text
         assert requests.post(url, data=body, timeout=30).status_code == 401  # the key is needed
+        console = re.search(r"web console: (http://\S+/ui/)", text)  # the summary's last words: the console
+        assert console, text[-2000:]
+        page = requests.get(console.group(1), timeout=30)  # no session: its login page
+        assert page.status_code == 200 and 'name="api_key"' in page.text, page.text[:500]
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=120)
     finally:
