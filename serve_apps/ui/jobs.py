@@ -32,16 +32,18 @@ FINAL = sorted(s.value for s in JobState if s.is_terminal)
 
 
 def progress_text(progress: dict[str, Any] | None) -> str:
+    """A job's progress document as one line: ``epoch: 3, epochs: 10, loss: 0.231`` (one nested level)."""
     if not progress:
         return ""
     parts = []
     for k, v in progress.items():
-        if isinstance(v, float):
-            v = f"{v:.4g}"
-        elif isinstance(v, dict | list):
-            continue
-        parts.append(f"{k}: {v}")
-    return ", ".join(parts)
+        for key, value in (v.items() if isinstance(v, dict) else [(k, v)]):
+            if isinstance(value, float):
+                value = f"{value:.4g}"
+            elif isinstance(value, dict | list):
+                continue
+            parts.append(f"{key}: {value}")
+    return ", ".join(parts)[:2000]
 
 
 def _logs(ctx, session: UiSession, job_id: int, after_id: int = 0) -> tuple[str, int]:

@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 
+from mlhub.domain.enums import RunStatus
 from mlhub.errors import ValidationError
 from mlhub.tracking import step_series
-from serve_apps.api_routes.common import MAX_ID
+from serve_apps.api_routes.common import MAX_ID, clean_text
 from serve_apps.ui.web import Pager, UiSession, ctx_of, current_session, render
 
 router = APIRouter()
@@ -29,9 +30,18 @@ def thinned(points: list[tuple[int, float]]) -> dict[str, list]:
 @router.get("/runs")
 def runs_page(request: Request, session: Session) -> Response:
     ctx = ctx_of(request)
-    pager = Pager.of(request, lambda limit, offset: ctx.tracking.list_runs(session.principal, limit=limit,
-                                                                           offset=offset))
-    return render(request, "runs.html", session=session, title="Runs", pager=pager)
+    q = request.query_params
+    filters = {"experiment": q.get("experiment") or None, "status": q.get("status") or None,
+               "filter": q.get("filter") or None, "order_by": q.get("order_by") or None}
+    for value in filters.values():
+        if value is not None:
+            clean_text(value)
+    raw_job = q.get("job_id", "")
+    job_id = int(raw_job) if raw_job.isdigit() and 1 <= int(raw_job) <= MAX_ID else None
+    pager = Pager.of(request, lambda limit, offset: ctx.tracking.list_runs(
+        session.principal, job_id=job_id, limit=limit, offset=offset, **filters), job_id=job_id, **filters)
+    return render(request, "runs.html", session=session, title="Runs", pager=pager, filters=filters, job_id=job_id,
+                  statuses=[s.value for s in RunStatus])
 
 
 @router.get("/runs/compare")

@@ -343,6 +343,11 @@ def test_runs_list_run_chart_and_comparison(ui):
     ui.login()
     listed = ui.client.get("/ui/runs").text
     assert sorted(int(x) for x in re.findall(r'<tr data-run-id="(\d+)">', listed)) == ids
+    shown = lambda **params: [int(x) for x in re.findall(r'<tr data-run-id="(\d+)">',  # noqa: E731
+                                                         ui.client.get("/ui/runs", params=params).text)]
+    assert shown(filter="params.lr < 0.05") == [ids[1]] and shown(experiment="nope") == []
+    assert sorted(shown(order_by="params.lr")) == sorted(ids) and shown(status="running") == ids[::-1]
+    assert ui.client.get("/ui/runs", params={"filter": "metrics.f1 >> 1"}).status_code == 422
     page = ui.client.get(f"/ui/runs/{ids[0]}").text
     assert 'id="params"' in page and '<div id="metrics-chart"' in page and "/ui/static/plotly.min.js" in page
     compare = ui.client.get("/ui/runs/compare", params={"ids": f"{ids[0]},{ids[1]}"})
@@ -445,3 +450,11 @@ def test_errors_are_pages_not_json(ui):
         r = ui.client.get(path)
         assert r.status_code == status and r.headers["content-type"].startswith("text/html"), (path, r.text)
         assert 'id="error"' in r.text and 'id="tenant"' in r.text or status == 422
+
+
+def test_progress_reads_as_one_line():
+    from serve_apps.ui.jobs import progress_text
+
+    assert progress_text({"epoch": 3, "epochs": 10, "metrics": {"loss": 0.23456, "curve": [1, 2]}}) == \
+        "epoch: 3, epochs: 10, loss: 0.2346"
+    assert progress_text(None) == ""
