@@ -16,6 +16,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
@@ -58,7 +59,8 @@ def create_ui(ctx: ApiContext) -> FastAPI:
     async def _mlhub(request: Request, exc: MlhubError) -> Response:
         if exc.http_status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
-        return render(request, "error.html", session=optional_session(request), status_code=exc.http_status,
+        return render(request, "error.html", session=await run_in_threadpool(optional_session, request),
+                      status_code=exc.http_status,
                       title=exc.code, error_id="error", message=exc.message)
 
     @app.exception_handler(RequestValidationError)
@@ -75,7 +77,8 @@ def create_ui(ctx: ApiContext) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        return render(request, "error.html", session=optional_session(request), status_code=exc.status_code,
+        return render(request, "error.html", session=await run_in_threadpool(optional_session, request),
+                      status_code=exc.status_code,
                       title=str(exc.status_code), error_id="error", message=str(exc.detail))
 
     @app.get("/static/plotly.min.js", include_in_schema=False)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from mlhub.errors import AuthenticationError
 from serve_apps.ui.web import (
@@ -39,7 +40,7 @@ async def login(request: Request) -> Response:
     try:
         if not key:
             raise AuthenticationError("enter an API key")
-        token, _ = ctx.sessions.issue(ctx.auth.principal_for_key(key), key)
+        token, _ = await run_in_threadpool(lambda: ctx.sessions.issue(ctx.auth.principal_for_key(key), key))
     except AuthenticationError as exc:
         return render(request, "login.html", session=None, status_code=401, title="Log in", error=exc.message)
     response = redirect(request, "/jobs")

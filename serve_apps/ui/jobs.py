@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from mlhub.domain.enums import JobState, QueueName
 from mlhub.errors import MlhubError
@@ -107,7 +108,7 @@ async def cancel(request: Request, session: Session, job_id: JobId) -> Response:
     await checked_form(request, session)
     response = redirect(request, f"/jobs/{job_id}")
     try:
-        info = ctx_of(request).jobs.cancel(session.principal, job_id)
+        info = await run_in_threadpool(ctx_of(request).jobs.cancel, session.principal, job_id)
         set_flash(response, request, "ok", f"job {job_id}: {'cancelled' if info.state == 'cancelled' else 'cancel requested'}")
     except MlhubError as exc:
         set_flash(response, request, "error", exc.message)
@@ -120,7 +121,7 @@ async def retry(request: Request, session: Session, job_id: JobId) -> Response:
 
     await checked_form(request, session)
     try:
-        info = retry_job(ctx_of(request).jobs, session.principal, job_id)
+        info = await run_in_threadpool(retry_job, ctx_of(request).jobs, session.principal, job_id)
     except MlhubError as exc:
         response = redirect(request, f"/jobs/{job_id}")
         set_flash(response, request, "error", exc.message)

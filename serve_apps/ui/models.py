@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from mlhub.errors import MlhubError, NotFoundError, PromotionRefused, ValidationError
 from serve_apps.api_routes.common import MAX_ID, clean_text
@@ -89,7 +90,8 @@ async def promote(request: Request, session: Session, name: ModelName) -> Respon
             raise ValidationError("version: a version number")
         to = form.get("to", "").strip() or "champion"
         reason = form.get("reason", "").strip() or None
-        result = ctx_of(request).registry.promote(session.principal, name, int(raw), to, reason=reason)
+        result = await run_in_threadpool(ctx_of(request).registry.promote, session.principal, name, int(raw), to,
+                                         reason=reason)
     except PromotionRefused as exc:
         failing = [f"{g['gate']}: {g['detail']}" for g in exc.details.get("gates", []) if not g.get("passed")]
         set_flash(response, request, "error", f"promotion of {name}/{raw} to {to} refused by the gates", failing)
@@ -114,8 +116,8 @@ async def rollback(request: Request, session: Session, name: ModelName) -> Respo
     response = redirect(request, f"/models/{_quoted(name)}")
     alias = form.get("alias", "").strip() or "champion"
     try:
-        result = ctx_of(request).registry.rollback(session.principal, name, alias,
-                                                  reason=form.get("reason", "").strip() or None)
+        result = await run_in_threadpool(ctx_of(request).registry.rollback, session.principal, name, alias,
+                                         reason=form.get("reason", "").strip() or None)
     except NotFoundError:
         raise
     except MlhubError as exc:
