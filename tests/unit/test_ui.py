@@ -458,3 +458,21 @@ def test_progress_reads_as_one_line():
     assert progress_text({"epoch": 3, "epochs": 10, "metrics": {"loss": 0.23456, "curve": [1, 2]}}) == \
         "epoch: 3, epochs: 10, loss: 0.2346"
     assert progress_text(None) == ""
+
+
+def test_image_artifacts_are_served_to_their_tenant_only(ui):
+    from fastapi.testclient import TestClient
+
+    from mlhub.artifact_records import ArtifactService
+
+    artifacts = ArtifactService(ui.db, ui.ctx.backends.artifacts)
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    image = artifacts.upload(ui.me, png, media_type="image/png", name="confusion.png")
+    model = artifacts.upload(ui.me, b"not an image", media_type="application/octet-stream", name="m.bin")
+    ui.login()
+    r = ui.client.get(f"/ui/artifacts/{image.id}")
+    assert r.status_code == 200 and r.content == png and r.headers["content-type"] == "image/png"
+    assert ui.client.get(f"/ui/artifacts/{model.id}").status_code == 404
+    other = TestClient(ui.app, follow_redirects=False)
+    other.post("/ui/login", data={"api_key": ui.other_key})
+    assert other.get(f"/ui/artifacts/{image.id}").status_code == 404
