@@ -291,6 +291,7 @@ def test_login_with_a_tenant_key_and_a_bad_key_is_refused(new_context, world):
     assert page.inner_text("#tenant").strip() == world.a.name
     [cookie] = [c for c in ctx.cookies() if c["name"] == "mlhub_session"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert world.a.key not in cookie["value"]  # a signed session token, not the API key
     assert page.evaluate("document.cookie").find("mlhub_session") < 0  # no script reads the key
     page.wait_for_selector("#queues")
     assert page.locator(f"#jobs tr[data-job-id='{world.b_job}']").count() == 0  # B's job is not in A's list
