@@ -4,6 +4,7 @@ that fires an alert, and its plot. ``--keep`` leaves the endpoint up until Ctrl-
 
 from __future__ import annotations
 
+import signal
 import socket
 import statistics
 import time
@@ -129,8 +130,17 @@ class LiveTour:
         console.print(f"\nthe endpoint stays up (tenant default, a demo key):\n  curl -s -H 'Authorization: Bearer "
                       f"{self.key}' -d '{{\"inputs\": [{self.x[0].tolist()}]}}' {self.url}\n"
                       "press Ctrl-C to stop", highlight=False, markup=False, soft_wrap=True)
+        def stop(signum, frame):
+            raise KeyboardInterrupt
+
+        # Ctrl-C must work even when a parent started us with SIGINT ignored (a background job of a script
+        # inherits SIG_IGN), and a SIGTERM stops the tour as cleanly
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while True:
                 time.sleep(1)
         except KeyboardInterrupt:
             console.print("stopping", highlight=False)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
