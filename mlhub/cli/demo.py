@@ -149,11 +149,13 @@ def _jobs_tour(tour: Tour, epochs: int, *, tensorflow: bool) -> dict:
             "search_space": {"lr": {"type": "loguniform", "low": 1e-3, "high": 1.0},
                              "l2": {"type": "choice", "values": [0.0, 0.001, 0.01]}}}),
     }
-    if tensorflow and importlib.util.find_spec("tensorflow") is not None:
+    has_tf = importlib.util.find_spec("tensorflow") is not None
+    if tensorflow and has_tf:
         jobs["wine-keras (TF MWMS x2)"] = hub.train({
             "name": "wine-keras", "framework": "tensorflow", "model": "mlp", "num_workers": 2, "epochs": 5,
             "params": {"hidden": [32], "lr": 0.01, "batch_size": 16}, "dataset": {"source": "sklearn", "name": "wine"}})
-    tf_note = "" if any("TF" in k for k in jobs) else " (TensorFlow is not installed: `pip install mlhub[tensorflow]`)"
+    tf_note = ("" if tensorflow and has_tf else " (no TensorFlow job: --no-tensorflow)" if has_tf
+               else " (TensorFlow is not installed: `pip install mlhub[tensorflow]` adds its job)")
     console.print(f"    submitted {len(jobs)} jobs on the training, hpo and evaluation queues at different "
                   f"priorities{tf_note}; the low-priority one gets cancelled", highlight=False)
     cancelled = False

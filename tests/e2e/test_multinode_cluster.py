@@ -182,6 +182,9 @@ def hub(cluster):
     mlhub = str(BIN / "mlhub")
     _ok(_run([mlhub, "db", "upgrade"], env))
     env["MLHUB_API_KEY"] = json.loads(_ok(_run([mlhub, "tenants", "create", "ops", "--json"], env)))["api_key"]
+    # a wrong address is a clear, fast error, not a hang
+    wrong = _run([mlhub, "--address", f"127.0.0.1:{free_port()}", "start"], env, timeout=60)
+    assert wrong.returncode != 0 and "does not answer" in wrong.stderr, wrong.stderr
     started = json.loads(_ok(_run([mlhub, "--address", cluster["address"], "start", "--json"], env)))
     assert started["orchestrator"]["ok"] is True
     assert started["local_head_pid"] is None and started["dashboard"] is None  # it only connected
@@ -250,6 +253,7 @@ def test_the_orchestrator_comes_back_after_its_process_is_killed(cluster, hub):
     env, mlhub, address = hub["env"], hub["mlhub"], cluster["address"]
     before = json.loads(_ok(_run([mlhub, "--address", address, "start", "--no-serve", "--json"], env)))
     pid = before["orchestrator"]["pid"]
+    assert pid == hub["started"]["orchestrator"]["pid"]  # start is idempotent: the same orchestrator
     assert pid in _members(cluster["mark"])  # a process of this cluster, not of another one on the machine
 
     # a job running when the orchestrator dies is requeued by the next incarnation and still succeeds
@@ -281,6 +285,11 @@ def test_stop_then_nothing_of_the_cluster_survives(cluster, hub):
     status, body = _http(f"{cluster['dashboard']}/api/serve/applications/",
                          {"Authorization": f"Bearer {cluster['token']}"})
     assert status == 200 and json.loads(body).get("applications", {}) == {}, body[:1000]
+    # read commands go to the store: they answer with the orchestrator gone
+    jobs = json.loads(_ok(_run([mlhub, "jobs", "--json"], env, timeout=60)))
+    assert len(jobs) == 4 and {j["state"] for j in jobs} == {"succeeded"}
+    logs = _ok(_run([mlhub, "logs", str(next(j["id"] for j in jobs if j["name"] == "wine"))], env, timeout=60))
+    assert "training 'wine' started" in logs, logs[-2000:]
 
     assert _kill_all(cluster["mark"]) == []
     for proc in cluster["procs"]:
