@@ -17,9 +17,25 @@ function drawCharts() {
       legend: {orientation: "h", y: -0.2}, showlegend: kind !== "heatmap"
     };
     if (kind === "heatmap") { layout.yaxis.autorange = "reversed"; }
+    if (kind === "markers" && traces.length > 1) { sideBySide(traces, layout); }
     Plotly.newPlot(el, traces, layout, {responsive: true, displaylogo: false});
     el.dataset.drawn = "true";
   });
+}
+
+// parameter vs score: one panel per parameter, each on its own x axis (log where the values span decades)
+function sideBySide(traces, layout) {
+  var n = traces.length, gap = 0.03;
+  traces.forEach(function (t, i) {
+    var axis = i === 0 ? "xaxis" : "xaxis" + (i + 1);
+    t.xaxis = i === 0 ? "x" : "x" + (i + 1);
+    var xs = t.x.filter(function (v) { return typeof v === "number"; });
+    var positive = xs.length === t.x.length && xs.every(function (v) { return v > 0; });
+    var spread = positive ? Math.max.apply(null, xs) / Math.min.apply(null, xs) : 0;
+    layout[axis] = {domain: [i / n + (i ? gap : 0), (i + 1) / n - (i < n - 1 ? gap : 0)],
+                    title: {text: t.name}, type: spread > 100 ? "log" : "-", anchor: "y"};
+  });
+  layout.showlegend = false;
 }
 
 function followJob() {
