@@ -373,6 +373,18 @@ def test_the_other_pages_render(ui):
     assert 'data-monitor="churn-drift"' in ui.client.get("/ui/monitors").text
     mon = ui.client.get("/ui/monitors/churn-drift").text
     assert 'id="drift-chart"' in mon and 'id="alerts"' in mon
+    from mlhub.store.models import DriftReport
+
+    monitor_id = ui.ctx.monitoring.get_monitor(ui.me, "churn-drift").id
+    version_id = ui.ctx.registry.resolve(ui.me, "churn/2").id
+    with ui.db.tenant_scope(ui.me.tenant_id) as s:
+        for psi in (0.05, 0.4):
+            s.add(DriftReport(tenant_id=ui.me.tenant_id, monitor_id=monitor_id, version_id=version_id, sample_size=100,
+                              drifted=psi > 0.2, features={"<b>age</b>": {"psi": psi, "drifted": psi > 0.2}}))
+    mon = ui.client.get("/ui/monitors/churn-drift").text
+    data = re.search(r'<script type="application/json" id="drift-chart-data">(.*?)</script>', mon, re.S).group(1)
+    assert "\\u003cb\\u003eage" in data and "0.4" in data  # one series per feature, escaped inside the JSON
+    assert "&lt;b&gt;age&lt;/b&gt;" in mon  # the reports table
     trials = ui.client.get(f"/ui/hpo/{hpo.id}").text
     assert 'id="trials"' in trials and 'id="trials-chart"' in trials and 'id="params-chart"' in trials
     health = ui.client.get("/ui/health").text
