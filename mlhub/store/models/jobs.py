@@ -69,7 +69,8 @@ class Job(TenantMixin, IdMixin, CreatedAtMixin, Base):
         CheckConstraint("priority BETWEEN -1000 AND 1000", name="priority"),
         # dispatch scans: non-terminal jobs of a queue in priority/FIFO order
         Index("ix_jobs_dispatch", "queue", "state", "priority", "id"),
-        Index("ix_jobs_tenant_state", "tenant_id", "state"),
+        # by tenant and state; with queue it alone answers the console's queue depths (count by queue, state)
+        Index("ix_jobs_tenant_state_queue", "tenant_id", "state", "queue"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
         # a schedule's occurrence is enqueued once, also across orchestrator restarts
         UniqueConstraint("schedule_id", "scheduled_for", name="uq_jobs_schedule_occurrence"),
