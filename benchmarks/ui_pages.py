@@ -13,9 +13,8 @@ console at ``/ui``), in-process, logged in once. Each repetition calls every pag
 is checked to show the same rows (the ids in the page's table are the ids in the JSON).
 
 REST counterparts: ``/api/jobs`` pages by ``before_id`` (keyset), not offset, so page 200's rows are asked for as
-``before_id=<the id just above them>``; ``/api/models/{name}/versions`` takes no limit and returns every version,
-so for the model pages the table also shows the registry call the page makes (``versions(limit=26, offset)``)
-serialised to JSON the way the route serialises versions.
+``before_id=<the id just above them>``; ``/api/models/{name}/versions`` pages by ``limit``/``offset``
+(``newest_first=true``, as the console lists them).
 
     .venv/bin/python -m benchmarks.ui_pages [--jobs 10000 --versions 1000 --runs 200 --repeats 7 --calls 3]
         [--postgres [--database-url URL]]
@@ -24,7 +23,6 @@ serialised to JSON the way the route serialises versions.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import tempfile
@@ -150,15 +148,6 @@ class Deployment:
         assert r.status_code == 200, (path, r.status_code, r.text[:300])
         return r
 
-    def versions_json(self, offset: int) -> bytes:
-        """The registry call the model page makes for its table, serialised as the REST route serialises
-        versions: the same-rows baseline that ``/api/models/{name}/versions`` (no limit) cannot give."""
-        from serve_apps.api_routes.common import ApiJSONResponse
-        from serve_apps.api_routes.registry import _version
-
-        vs = self.ctx.registry.versions(self.principal, self.model, limit=PAGE, offset=offset, newest_first=True)
-        return ApiJSONResponse({"model": self.model, "versions": [_version(v) for v in vs]}).body
-
     def close(self) -> None:
         self.client.close()
         self.backends.close()
@@ -177,7 +166,7 @@ def deployment(args, scale: int):
 
 
 def pairs(d: Deployment, versions: int) -> list[tuple[str, str, object, str]]:
-    """(page, console path, REST path or callable, what the REST side returns) for each measured page."""
+    """(page, console path, REST path, what the REST side returns) for each measured page."""
     m = d.model
     deep_jobs = min(200, -(-len(d.job_ids) // PAGE))
     deep_versions = min(40, -(-versions // PAGE))
@@ -186,12 +175,10 @@ def pairs(d: Deployment, versions: int) -> list[tuple[str, str, object, str]]:
         ("jobs p1", "/ui/jobs", f"/api/jobs?limit={PAGE}", "same 25 rows"),
         (f"jobs p{deep_jobs}", f"/ui/jobs?page={deep_jobs}",
          f"/api/jobs?limit={PAGE}" + (f"&before_id={before}" if before else ""), "same 25 rows (before_id)"),
-        ("model p1", f"/ui/models/{m}", f"/api/models/{m}/versions", f"all {versions} versions (no limit)"),
-        (f"model p{deep_versions}", f"/ui/models/{m}?page={deep_versions}", f"/api/models/{m}/versions",
-         f"all {versions} versions (no limit)"),
-        ("model p1", f"/ui/models/{m}", lambda: d.versions_json(0), "same 25 rows: registry.versions + json"),
+        ("model p1", f"/ui/models/{m}", f"/api/models/{m}/versions?limit={PAGE}&newest_first=true", "same 25 rows"),
         (f"model p{deep_versions}", f"/ui/models/{m}?page={deep_versions}",
-         lambda: d.versions_json((deep_versions - 1) * PAGE), "same 25 rows: registry.versions + json"),
+         f"/api/models/{m}/versions?limit={PAGE}&newest_first=true&offset={(deep_versions - 1) * PAGE}",
+         "same 25 rows"),
         ("runs p1", "/ui/runs", f"/api/runs?limit={PAGE}", "same 25 rows"),
         ("models list", "/ui/models", "/api/models", "same rows"),
     ]
@@ -204,8 +191,9 @@ def check_same_rows(d: Deployment, console: str, rest) -> None:
         assert [int(x) for x in JOB_IDS.findall(html)] == [j["id"] for j in d.get(rest, rest=True).json()["jobs"]]
     elif isinstance(rest, str) and rest.startswith("/api/runs"):
         assert [int(x) for x in RUN_IDS.findall(html)] == [r["id"] for r in d.get(rest, rest=True).json()["runs"]]
-    elif callable(rest):
-        assert [int(x) for x in VERSION_IDS.findall(html)] == [v["version"] for v in json.loads(rest())["versions"]]
+    elif isinstance(rest, str) and "/versions" in rest:
+        assert [int(x) for x in VERSION_IDS.findall(html)] == [
+            v["version"] for v in d.get(rest, rest=True).json()["versions"]]
 
 
 def timed(fn, calls: int) -> float:
@@ -272,8 +260,7 @@ def main() -> None:
         deep_j, deep_v = plan[1], plan[3]
         print(f"deep page / page 1: {deep_j[0]} {ms['ui ' + deep_j[1]] / ms['ui /ui/jobs']:.2f}x, "
               f"{deep_v[0]} {ms['ui ' + deep_v[1]] / ms['ui ' + plan[2][1]]:.2f}x")
-        print(f"floor of a REST call (TestClient, API key, one row: GET {floor}): {ms['floor']:.1f} ms; the "
-              f"registry.versions rows are in-process calls, without it")
+        print(f"floor of a REST call (TestClient, API key, one row: GET {floor}): {ms['floor']:.1f} ms")
 
         rows = []
         for page, path in small_pages:

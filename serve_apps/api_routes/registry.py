@@ -6,7 +6,7 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlhub.registry.maintenance import MAX_COMPARED
-from serve_apps.api_routes.common import MAX_ID, Caller, Ctx, Text, plain
+from serve_apps.api_routes.common import MAX_ID, Caller, Ctx, Limit, Text, plain
 
 router = APIRouter(tags=["registry"])
 
@@ -56,11 +56,16 @@ def show(ctx: Ctx, caller: Caller, name: ModelName) -> dict[str, Any]:
     return plain(ctx.registry.show(caller, name))
 
 
-@router.get("/models/{name}/versions", summary="A model's versions, oldest first")
+@router.get("/models/{name}/versions", summary="A page of a model's versions, oldest first (or newest first)")
 def versions(ctx: Ctx, caller: Caller, name: ModelName,
-             include_deleted: Annotated[bool, Query()] = False) -> dict[str, Any]:
-    return {"model": name, "versions": [_version(v) for v in
-                                         ctx.registry.versions(caller, name, include_deleted=include_deleted)]}
+             include_deleted: Annotated[bool, Query()] = False,
+             newest_first: Annotated[bool, Query()] = False,
+             offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Skip this many versions.")] = 0,
+             limit: int = Limit(100)) -> dict[str, Any]:
+    rows = ctx.registry.versions(caller, name, include_deleted=include_deleted, limit=limit + 1, offset=offset,
+                                 newest_first=newest_first)
+    return {"model": name, "versions": [_version(v) for v in rows[:limit]],
+            "next_offset": offset + limit if len(rows) > limit else None}
 
 
 @router.post("/models/{name}/promote", summary="Move an alias or set a stage, through the model's gates")

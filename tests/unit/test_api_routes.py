@@ -301,6 +301,12 @@ def test_models_list_show_versions_promote_rollback_and_compare(api):
     assert [(m["name"], m["latest_version"], m["versions"]) for m in models] == [("iris", 3, 3)]
     versions = api.client.get("/api/models/iris/versions").json()["versions"]
     assert [(v["version"], v["ref"]) for v in versions] == [(1, "iris/1"), (2, "iris/2"), (3, "iris/3")]
+    page = api.client.get("/api/models/iris/versions?limit=2").json()  # a page, never the whole list
+    assert [v["version"] for v in page["versions"]] == [1, 2] and page["next_offset"] == 2
+    page = api.client.get("/api/models/iris/versions?limit=2&offset=2").json()
+    assert [v["version"] for v in page["versions"]] == [3] and page["next_offset"] is None
+    newest = api.client.get("/api/models/iris/versions?limit=1&newest_first=true").json()
+    assert [v["version"] for v in newest["versions"]] == [3]
     api.ctx.registry.set_gates(api.me, "iris", ["accuracy >= 0.85"])
     dry = api.client.post("/api/models/iris/promote", json={"version": 1, "dry_run": True}).json()
     assert dry["passed"] is False and dry["gates"][0]["observed"] == 0.8
