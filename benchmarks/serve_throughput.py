@@ -196,6 +196,10 @@ async def _overload(url: str, body: dict, headers: dict, clients: int, seconds: 
 
 
 def main() -> None:
+    import shutil
+
+    if shutil.which("wrk") is None:
+        raise SystemExit("benchmarks.serve_throughput needs wrk, the HTTP load generator (Debian: apt-get install wrk)")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=8)
