@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlhub.errors import AuthenticationError, BackendUnavailable, ModelLoadError, NotFoundError, ValidationError
+from mlhub.errors import (
+    AuthenticationError,
+    BackendUnavailable,
+    ModelLoadError,
+    NotFoundError,
+    ValidationError,
+)
 from mlhub.serving.payload import PayloadError
 from serve_apps.inference import _outcome_items, _score_batch, error_body
 
