@@ -358,6 +358,11 @@ class HpoSpec(_JobBase):
     scheduler: Literal["none", "asha", "hyperband", "pbt", "median"] = Field(
         "none", description="early stopping of poor trials, counted in epochs")
     time_budget_s: float | None = Field(None, gt=0, le=7 * 86_400, description="stop the search after this long")
+    perturbation_interval: int | None = Field(None, ge=1, le=100_000, description="pbt: epochs between two "
+                                              "exploit/explore steps of a trial (default: a quarter of its epochs)")
+    pbt_synch: bool = Field(False, description="pbt: trials wait for each other at every step, so each step ranks "
+                            "the whole population (Tune's synch=True); else a trial is ranked against the others' "
+                            "latest scores as soon as it arrives")
 
 
 class DiagnosticSpec(_JobBase):

@@ -25,7 +25,7 @@ from ray import tune
 from mlhub.domain.specs import HpoSpec, TrainingSpec
 from mlhub.errors import PermanentJobFailure
 from mlhub.hpo.space import apply_config, expected_trials, param_space, tune_config_kwargs
-from mlhub.hpo.trainable import PG_KEY
+from mlhub.hpo.trainable import EPOCH_KEY, PG_KEY
 from mlhub.hpo.trials import FINAL, TrialUpdate, list_trials, write_trials
 from mlhub.store.runs import MetricPoint
 
@@ -39,7 +39,7 @@ _NOT_METRICS = frozenset({
     "training_iteration", "time_total_s", "time_this_iter_s", "time_since_restore", "timestamp", "date",
     "pid", "hostname", "node_ip", "done", "trial_id", "experiment_tag", "iterations_since_restore",
     "timesteps_since_restore", "timesteps_total", "episodes_total", "should_checkpoint", "checkpoint_dir_name",
-    "config",
+    "config", EPOCH_KEY,
 })
 
 #: the live recorder of each running experiment in this process, looked up by the (pickled) callback
@@ -160,7 +160,7 @@ class TrialRecorder:
         metrics = metrics_of(result)
         if isinstance(result.get(PG_KEY), str):
             self.placement_groups.add(result[PG_KEY])
-        it = int(result.get("training_iteration") or u.iterations + 1)
+        it = int(result.get(EPOCH_KEY) or result.get("training_iteration") or u.iterations + 1)
         u.status, u.metrics, u.iterations = "running", metrics, it
         u.points.extend(MetricPoint(k, v, it - 1) for k, v in metrics.items())
         # a result the scheduler (or the time budget) stops on arrives with done set; a trial that ends by

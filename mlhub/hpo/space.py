@@ -23,8 +23,8 @@ Schedulers count time in epochs (``training_iteration``: one ``tune.report`` per
 number of epochs a trial can run (:func:`max_epochs`): ``asha`` (ASHA, reduction factor 3),
 ``hyperband`` (synchronous HyperBand), ``median`` (median stopping rule) and ``pbt`` (population based
 training: every ``perturbation_interval`` epochs the worst quarter of trials copy a top-quarter trial's
-params, perturbed). Adapters cannot warm-start from another trial's weights, so a PBT exploit retrains the
-new params from scratch and reports from the epoch it took over (see :mod:`mlhub.hpo.trainable`).
+params, perturbed) and continue from its weights where the framework can warm-start (baseline, torch,
+tensorflow; else the new params are retrained from scratch: see :mod:`mlhub.hpo.trainable`).
 """
 
 from __future__ import annotations
@@ -155,8 +155,9 @@ def scheduler(spec: HpoSpec, **overrides: Any) -> Any:
         kw = {"time_attr": "training_iteration", "grace_period": max(1, top // 4), "min_samples_required": 3,
               **overrides}
         return schedulers.MedianStoppingRule(**kw)
-    kw = {"time_attr": "training_iteration", "perturbation_interval": max(1, top // 4),
-          "hyperparam_mutations": _pbt_mutations(spec), "quantile_fraction": 0.25, **overrides}
+    kw = {"time_attr": "training_iteration", "perturbation_interval": spec.perturbation_interval or max(1, top // 4),
+          "hyperparam_mutations": _pbt_mutations(spec), "quantile_fraction": 0.25, "synch": spec.pbt_synch,
+          **overrides}
     return schedulers.PopulationBasedTraining(**kw)
 
 

@@ -4,10 +4,14 @@ Any framework with an adapter works unchanged (``get_adapter(framework).train(sp
 A scheduler that stops a trial early makes ``tune.report`` raise ``SystemExit`` inside the adapter's loop,
 which ends the trial's training there (adapters must let it propagate).
 
-With PBT (:func:`mlhub.hpo.space.needs_checkpoints`) each epoch also saves a tiny checkpoint holding the
-number of epochs done. Adapters cannot warm-start from another trial's weights, so a trial that PBT restarts
-from a checkpoint retrains its (new) params from scratch and reports only from the epoch it took over: its
-iteration count stays the scheduler's, and every metric it reports is honest for its current params.
+With PBT (:func:`mlhub.hpo.space.needs_checkpoints`) each epoch also saves a checkpoint: the number of epochs
+done, the trial's params and, from an adapter that can warm-start (baseline, torch, tensorflow: see
+:class:`~mlhub.training.adapters.Adapter`), its training state (weights, optimizer). When PBT exploits a
+better trial, the restarted trial continues from that trial's state with its own mutated params (a new
+learning rate, say) at the epoch the state was saved. Where the params differ in more than the adapter
+allows (another architecture), or the framework cannot warm-start (sklearn, custom training loops), the
+trial retrains its new params from scratch and reports only from the epoch it took over: its iteration count
+stays the scheduler's, and every metric it reports is honest for its current params.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from mlhub.errors import ValidationError
 
 STATE_FILE = "mlhub_trial.json"
 PG_KEY = "mlhub_placement_group"
+#: the epochs a trial's model has been trained for, reported with every result: Tune's ``training_iteration``
+#: counts reports, and after a PBT exploit it was seen to restart from 1 instead of the checkpoint's epoch
+EPOCH_KEY = "mlhub_epoch"
 
 
 def run_trial(config: dict[str, Any], *, trainer_doc: dict[str, Any], data: Any, metric: str,
@@ -39,13 +46,15 @@ def run_trial(config: dict[str, Any], *, trainer_doc: dict[str, Any], data: Any,
 
     spec = apply_config(TrainingSpec.model_validate(trainer_doc), config)
     adapter = get_adapter(spec.framework)
-    resume_from = 0
     pg = ray.util.get_current_placement_group()
     pg_id = pg.id.hex() if pg is not None else None  # reported so the driver can release it if it is killed
     checkpoint = tune.get_checkpoint()
+    saved = None
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            resume_from = int(json.loads((Path(folder) / STATE_FILE).read_text())["epochs_done"])
+            saved = read_trial_state(Path(folder))
+    warm = checkpoints and code is None and hasattr(adapter, "warm_start_params")
+    resume_from, resume = plan_resume(adapter, saved, spec.params, spec.epochs, warm=warm)
 
     def report(epoch_report) -> None:
         if epoch_report.epoch < resume_from:
@@ -57,15 +66,19 @@ def run_trial(config: dict[str, Any], *, trainer_doc: dict[str, Any], data: Any,
         if not math.isfinite(metrics[metric]):
             raise ValidationError(f"metric {metric!r} is {metrics[metric]} at epoch {epoch_report.epoch}")
         metrics[PG_KEY] = pg_id
+        metrics[EPOCH_KEY] = epoch_report.epoch + 1
         if not checkpoints:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory(prefix="mlhub-trial-") as folder:
-            (Path(folder) / STATE_FILE).write_text(json.dumps({"epochs_done": epoch_report.epoch + 1}))
+            write_trial_state(Path(folder), epoch_report.epoch + 1, spec.params, epoch_report.state)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     if code is None:
-        adapter.train(spec, data, report)
+        if warm:
+            adapter.train(spec, data, report, resume=resume, checkpoint_every=1)
+        else:
+            adapter.train(spec, data, report)
         return
     from mlhub.jobs.code import activate, modules_needed, run_local_loop, trial_folder
 
@@ -75,6 +88,41 @@ def run_trial(config: dict[str, Any], *, trainer_doc: dict[str, Any], data: Any,
     else:
         activate(folder, modules_needed(spec))
         adapter.train(spec, data, report)
+
+
+def write_trial_state(folder: Path, epochs_done: int, params: dict[str, Any],
+                      state: dict[str, bytes] | None) -> None:
+    """A trial checkpoint in ``folder``: :data:`STATE_FILE` (epochs done, the params) and the state's files."""
+    for name, payload in (state or {}).items():
+        if name == STATE_FILE or Path(name).name != name:
+            raise ValidationError(f"checkpoint file name {name!r} is not allowed")
+        (folder / name).write_bytes(payload)
+    (folder / STATE_FILE).write_text(json.dumps({"epochs_done": epochs_done, "params": params}))
+
+
+def read_trial_state(folder: Path) -> dict[str, Any]:
+    """What :func:`write_trial_state` wrote: ``{"epochs_done", "params", "files"}``."""
+    meta = json.loads((folder / STATE_FILE).read_text())
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != STATE_FILE}
+    return {"epochs_done": int(meta["epochs_done"]), "params": meta.get("params"), "files": files}
+
+
+def plan_resume(adapter: Any, saved: dict[str, Any] | None, params: dict[str, Any], epochs: int, *,
+                warm: bool) -> tuple[int, dict[str, Any] | None]:
+    """(the first epoch this trial reports, the state it continues from or None to train from scratch).
+
+    A trial restored from ``saved`` reports from ``saved["epochs_done"]`` either way; it continues from the
+    saved state only when ``warm`` (the adapter can, on built-in code), the checkpoint holds a state and the
+    params differ only where the adapter allows (:func:`~mlhub.training.adapters.warm_start_compatible`) and
+    some of the trial's ``epochs`` are left to train (the final model comes from the last one)."""
+    from mlhub.training.adapters import warm_start_compatible
+
+    if saved is None:
+        return 0, None
+    done = saved["epochs_done"]
+    if warm and saved["files"] and done < epochs and warm_start_compatible(adapter, saved["params"], params):
+        return done, {"epoch": done, "files": saved["files"]}
+    return done, None
 
 
 def build_trainable(spec: Any, data: Any, *, code: dict[str, Any] | None = None,

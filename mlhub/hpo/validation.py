@@ -46,6 +46,10 @@ def _space_problems(spec: HpoSpec) -> list[str]:
                 problems.append(f"{where}: epochs must be whole numbers >= 1")
             elif spec.scheduler == "pbt":
                 problems.append(f"{where}: pbt mutates params between epochs; it cannot search epochs")
+    if spec.perturbation_interval is not None and spec.scheduler != "pbt":
+        problems.append(f"perturbation_interval is a pbt setting; scheduler is {spec.scheduler}")
+    if spec.pbt_synch and spec.scheduler != "pbt":
+        problems.append(f"pbt_synch is a pbt setting; scheduler is {spec.scheduler}")
     if spec.scheduler == "pbt" and spec.search == "optuna":
         problems.append("scheduler: pbt picks and mutates params itself: use search random or grid with it")
     if spec.scheduler in EARLY_STOPPING and not problems and max_epochs(spec) < 2:

@@ -27,6 +27,7 @@ __all__ = [
     "split_metrics",
     "task_of",
     "validate_training_spec",
+    "warm_start_compatible",
 ]
 
 PLANNED_FRAMEWORKS: tuple[str, ...] = ()
@@ -34,10 +35,13 @@ PLANNED_FRAMEWORKS: tuple[str, ...] = ()
 
 @dataclass
 class EpochReport:
-    """Progress after one epoch, e.g. ``{"loss": 0.41, "val_accuracy": 0.93}``."""
+    """Progress after one epoch, e.g. ``{"loss": 0.41, "val_accuracy": 0.93}``. ``state`` is the training
+    state to resume from after this epoch (file name -> bytes) when the adapter was asked for checkpoints
+    (``train(..., checkpoint_every=N)``), else ``None``."""
 
     epoch: int
     metrics: dict[str, float]
+    state: dict[str, bytes] | None = None
 
 
 @dataclass
@@ -56,7 +60,13 @@ class TrainedModel:
 
 
 class Adapter(Protocol):
-    """A framework's trainer."""
+    """A framework's trainer.
+
+    An adapter that can *warm-start* (continue from another run's training state, as a PBT exploit does)
+    also has ``warm_start_params``: the params that may differ between the state's run and the one that
+    continues from it (learning rate, regularisation: not the architecture), and its ``train`` takes
+    ``resume={"epoch": epochs_done, "files": state}`` and ``checkpoint_every=N`` (put the state on the
+    ``EpochReport`` of every N-th epoch)."""
 
     framework: str
 
@@ -101,6 +111,16 @@ def get_adapter(framework: str) -> Adapter:
         raise ValidationError(f"framework {framework} is not available yet (available: "
                               f"{', '.join(sorted(factories))})")
     raise ValidationError(f"unknown framework {framework!r} (available: {', '.join(sorted(factories))})")
+
+
+def warm_start_compatible(adapter: Any, donor_params: dict[str, Any] | None, params: dict[str, Any]) -> bool:
+    """Whether ``adapter`` can continue, with ``params``, from a state trained with ``donor_params``: it
+    warm-starts at all, and every param that differs is one of its ``warm_start_params``."""
+    free = getattr(adapter, "warm_start_params", None)
+    if free is None or donor_params is None:
+        return False
+    keys = set(donor_params) | set(params)
+    return all(donor_params.get(k) == params.get(k) for k in keys - set(free))
 
 
 def validate_training_spec(spec: TrainingSpec) -> None:

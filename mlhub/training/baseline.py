@@ -53,6 +53,8 @@ class BaselineAdapter:
     """numpy ``linear`` / ``logistic`` regression; single worker, CPU."""
 
     framework = "baseline"
+    # a PBT exploit may change these and still continue from another trial's weights
+    warm_start_params = frozenset({"lr", "l2"})
 
     def validate(self, spec: TrainingSpec) -> list[str]:
         problems: list[str] = []
@@ -84,7 +86,11 @@ class BaselineAdapter:
             return {"loss", "val_rmse"}
         return set()
 
-    def train(self, spec: TrainingSpec, data: Dataset, report: Callable[[EpochReport], None]) -> TrainedModel:
+    def train(self, spec: TrainingSpec, data: Dataset, report: Callable[[EpochReport], None], *,
+              resume: dict[str, Any] | None = None, checkpoint_every: int | None = None) -> TrainedModel:
+        """Train, reporting every epoch. ``resume`` (``{"epoch": n, "files": {"state.npz": ...}}``) continues
+        gradient descent from saved weights at epoch ``n``; ``checkpoint_every=N`` puts the weights on every
+        N-th epoch's report (the closed-form solver has no epochs to resume)."""
         problems = self.validate(spec)
         if spec.model in MODELS and data.task != MODELS[spec.model]:
             problems.append(f"baseline {spec.model} needs a {MODELS[spec.model]} dataset, got {data.task}")
@@ -97,10 +103,11 @@ class BaselineAdapter:
         std[std == 0] = 1.0
         xs = (data.x_train - mean) / std
         xv = (data.x_test - mean) / std
+        loop = _Loop(spec.epochs, report, resume, checkpoint_every)
         if spec.model == "logistic":
-            w, b, classes = self._logistic(xs, data, xv, lr, l2, spec.epochs, report)
+            w, b, classes = self._logistic(xs, data, xv, lr, l2, loop)
         else:
-            w, b = self._linear(xs, data.y_train, xv, data.y_test, lr, l2, spec, report)
+            w, b = self._linear(xs, data.y_train, xv, data.y_test, lr, l2, spec, loop)
             classes = np.zeros(0)
         arrays = {"kind": np.array(spec.model), "weights": w, "bias": b, "mean": mean, "std": std,
                   "classes": classes}
@@ -118,18 +125,17 @@ class BaselineAdapter:
                             task=data.task, classes=data.classes)
 
     @staticmethod
-    def _logistic(xs, data: Dataset, xv, lr, l2, epochs, report):
+    def _logistic(xs, data: Dataset, xv, lr, l2, loop: _Loop):
         classes = np.asarray(data.classes)
         idx = np.searchsorted(classes, data.y_train)
         n, d = xs.shape
         k = len(classes)
         y1 = np.zeros((n, k))
         y1[np.arange(n), idx] = 1.0
-        w = np.zeros((d, k))
-        b = np.zeros(k)
+        w, b = loop.start(np.zeros((d, k)), np.zeros(k))
         known = np.isin(data.y_test, classes)
         vidx = np.searchsorted(classes, data.y_test[known])
-        for epoch in range(epochs):
+        for epoch in loop.epochs():
             p = _softmax(xs @ w + b)
             loss = float(-np.mean(np.log(np.clip(p[np.arange(n), idx], 1e-15, None))) + 0.5 * l2 * np.sum(w * w))
             if not math.isfinite(loss):
@@ -142,11 +148,11 @@ class BaselineAdapter:
             if vidx.size:
                 metrics["val_loss"] = float(-np.mean(np.log(np.clip(pv[known][np.arange(vidx.size), vidx],
                                                                     1e-15, None))))
-            report(EpochReport(epoch, metrics))
+            loop.report(epoch, metrics, w, b)
         return w, b, classes
 
     @staticmethod
-    def _linear(xs, y, xv, yv, lr, l2, spec: TrainingSpec, report):
+    def _linear(xs, y, xv, yv, lr, l2, spec: TrainingSpec, loop: _Loop):
         n, d = xs.shape
         y_mean = float(y.mean())
         yc = y - y_mean
@@ -164,16 +170,53 @@ class BaselineAdapter:
             else:
                 w = np.linalg.lstsq(xs, yc, rcond=None)[0]
             w = w.reshape(d, 1)
-            report(EpochReport(0, losses(w, y_mean)))
+            loop.report(0, losses(w, y_mean), w, np.array([y_mean]), force=True)
             return w, np.array([y_mean])
-        w = np.zeros((d, 1))
-        b = y_mean
-        for epoch in range(spec.epochs):
+        w, bias = loop.start(np.zeros((d, 1)), np.array([y_mean]))
+        b = float(bias[0])
+        for epoch in loop.epochs():
             r = xs @ w[:, 0] + b - y
             w -= lr * ((xs.T @ r / n).reshape(d, 1) + l2 * w)
             b -= lr * float(r.mean())
-            report(EpochReport(epoch, losses(w, b)))
+            loop.report(epoch, losses(w, b), w, np.array([b]))
         return w, np.array([b])
+
+
+class _Loop:
+    """The epochs of a gradient-descent fit: where they start (``resume``) and which reports carry the
+    weights (``checkpoint_every``)."""
+
+    def __init__(self, epochs: int, report: Callable[[EpochReport], None], resume: dict[str, Any] | None,
+                 checkpoint_every: int | None) -> None:
+        self.n, self._report, self._resume, self._every = epochs, report, resume, checkpoint_every
+        self.first = 0
+
+    def start(self, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The initial weights: ``w`` and ``b``, or the resumed state's (same shapes, else ValidationError)."""
+        if not self._resume:
+            return w, b
+        try:
+            with np.load(io.BytesIO(self._resume["files"]["state.npz"]), allow_pickle=False) as z:
+                rw, rb = z["w"].astype(np.float64), z["b"].astype(np.float64)
+        except (KeyError, ValueError, OSError) as exc:
+            raise ValidationError(f"cannot resume from the checkpoint: {exc}") from None
+        if rw.shape != w.shape or rb.shape != b.shape:
+            raise ValidationError(f"cannot resume: the checkpoint's weights are {rw.shape}, the model's {w.shape}")
+        self.first = int(self._resume["epoch"])
+        return rw, rb
+
+    def epochs(self) -> range:
+        return range(self.first, self.n)
+
+    def report(self, epoch: int, metrics: dict[str, float], w: np.ndarray, b: np.ndarray, *,
+               force: bool = False) -> None:
+        state = None
+        every = self._every
+        if every is not None and (force or epoch == self.n - 1 or (every > 0 and (epoch + 1) % every == 0)):
+            buf = io.BytesIO()
+            np.savez(buf, w=w, b=b)
+            state = {"state.npz": buf.getvalue()}
+        self._report(EpochReport(epoch, metrics, state=state))
 
 
 # --- loading and prediction (used by serialization.load_model) -----------------------------------------

@@ -114,21 +114,34 @@ class TrainSession:
 
 
 class LocalSession(TrainSession):
-    """One process, no Ray: reports go to ``on_epoch``; the last checkpoint state stays in memory."""
+    """One process, no Ray: reports go to ``on_epoch``; the last checkpoint state stays in memory.
+
+    ``resume`` (``{"epoch": epochs_done, "files": state}``) starts the loop from a saved state (an HPO trial
+    that PBT restarts from another trial's checkpoint); ``checkpoint_every`` replaces the spec's, and every
+    report that carries a state hands it on (``EpochReport.state``)."""
 
     def __init__(self, spec: TrainingSpec, allowed_roots: list[Path], on_epoch: Callable[[EpochReport], None],
-                 data=None) -> None:
+                 data=None, *, resume: dict[str, Any] | None = None, checkpoint_every: int | None = None) -> None:
         super().__init__(spec, allowed_roots)
         self._on_epoch = on_epoch
         self._data = data
+        self._every = checkpoint_every
+        self.resume = resume
         self.state: dict[str, bytes] | None = None
 
+    def should_checkpoint(self, epoch: int) -> bool:
+        if self._every is None:
+            return super().should_checkpoint(epoch)
+        return epoch == self.spec.epochs - 1 or (self._every > 0 and (epoch + 1) % self._every == 0)
+
     def report(self, epoch, metrics, *, state=None, final_model=None, samples=None) -> None:
+        kept = None
         if state is not None and self.should_checkpoint(epoch):
-            self.state = dict(state)
+            self.state = kept = dict(state)
         if final_model is not None:
             self.final = FinalModel(*final_model)
-        self._on_epoch(EpochReport(epoch, {k: float(v) for k, v in metrics.items()}))
+        self._on_epoch(EpochReport(epoch, {k: float(v) for k, v in metrics.items()},
+                                   state=kept if self._every is not None else None))
 
 
 # --- custom code ---------------------------------------------------------------------------------------

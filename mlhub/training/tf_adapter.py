@@ -299,6 +299,9 @@ class TensorflowAdapter:
     """Keras ``mlp`` / ``cnn`` / ``tabular`` on tf-keras; in-process here, Ray Train workers for ``num_workers``."""
 
     framework = "tensorflow"
+    # a PBT exploit may change these and still continue from another trial's weights and optimizer state
+    # (momentum may not: SGD without it has no momentum slots to restore)
+    warm_start_params = frozenset({"lr", "weight_decay", "batch_size", "seed"})
 
     def validate(self, spec: TrainingSpec) -> list[str]:
         problems = list(tensorflow_problems())
@@ -337,11 +340,13 @@ class TensorflowAdapter:
             problems += [p for p in model_problems(spec.model, data.n_features, out_f, known) if p not in problems]
         return problems
 
-    def train(self, spec: TrainingSpec, data: Dataset, report: Callable[[EpochReport], None]) -> TrainedModel:
-        """In one process (no Ray): :func:`tf_loop` with a local session, as on a Ray Train worker."""
+    def train(self, spec: TrainingSpec, data: Dataset, report: Callable[[EpochReport], None], *,
+              resume: dict[str, Any] | None = None, checkpoint_every: int | None = None) -> TrainedModel:
+        """In one process (no Ray): :func:`tf_loop` with a local session, as on a Ray Train worker (``resume``
+        and ``checkpoint_every``: see :class:`~mlhub.training.adapters.Adapter`)."""
         from mlhub.training.distributed import LocalSession
 
-        session = LocalSession(spec, [], report, data=data)
+        session = LocalSession(spec, [], report, data=data, resume=resume, checkpoint_every=checkpoint_every)
         tf_loop(session)
         assert session.final is not None
         info = session.final.info
@@ -432,6 +437,7 @@ def tf_loop(session: Any) -> None:
     start = 0
     if session.resume:
         _restore(model, session.resume["files"], strategy)
+        model.optimizer.learning_rate = float(tp["lr"])  # the state may come from a run with another one (PBT)
         start = int(session.resume["epoch"])
     if session.world_size > 1:
         session.log(f"MultiWorkerMirroredStrategy across {strategy.num_replicas_in_sync} replicas, "

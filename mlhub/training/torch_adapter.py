@@ -83,6 +83,8 @@ def _sizes_known(spec: TrainingSpec) -> tuple[int | None, int | None]:
 
 class TorchAdapter:
     framework = "torch"
+    # a PBT exploit may change these and still continue from another trial's weights and optimizer state
+    warm_start_params = frozenset({"lr", "weight_decay", "momentum", "batch_size", "mixed_precision", "seed"})
 
     def validate(self, spec: TrainingSpec) -> list[str]:
         problems = json_params(spec.params)
@@ -111,14 +113,16 @@ class TorchAdapter:
             val = {"val_accuracy", "val_rmse", "val_mae"}
         return {"loss", "val_loss", *val}
 
-    def train(self, spec: TrainingSpec, data: Any, report: Callable[[EpochReport], None]) -> TrainedModel:
-        """In one process (no Ray): the same loop as a Ray Train worker, with a local session."""
+    def train(self, spec: TrainingSpec, data: Any, report: Callable[[EpochReport], None], *,
+              resume: dict[str, Any] | None = None, checkpoint_every: int | None = None) -> TrainedModel:
+        """In one process (no Ray): the same loop as a Ray Train worker, with a local session (``resume`` and
+        ``checkpoint_every``: see :class:`~mlhub.training.adapters.Adapter`)."""
         from mlhub.training.distributed import LocalSession
 
         problems = self.validate(spec)
         if problems:
             raise ValidationError("invalid training spec: " + "; ".join(problems), details={"errors": problems})
-        session = LocalSession(spec, [], report, data=data)
+        session = LocalSession(spec, [], report, data=data, resume=resume, checkpoint_every=checkpoint_every)
         torch_loop(session)
         assert session.final is not None
         return trained_model(session.final.payload, session.final.model_format, session.final.info, data)
@@ -182,14 +186,16 @@ def torch_loop(session) -> None:
     torch.manual_seed(seed)  # identical initial weights on every worker
     model = _build(spec, x_train.shape[1], n_out, model_p, getattr(session, "working_dir", None))
     model = session.prepare_model(model) if hasattr(session, "prepare_model") else model
-    runner = StepRunner(model, task=data.task, optimizer=train_p.get("optimizer", "adam"),
-                        lr=float(train_p.get("lr", 1e-3)), weight_decay=float(train_p.get("weight_decay", 0.0)),
-                        momentum=float(train_p.get("momentum", 0.9)), device=session.device,
-                        mixed_precision=train_p.get("mixed_precision"), seed=seed + session.rank)
+    hyper = {"lr": float(train_p.get("lr", 1e-3)), "weight_decay": float(train_p.get("weight_decay", 0.0)),
+             "momentum": float(train_p.get("momentum", 0.9))}
+    runner = StepRunner(model, task=data.task, optimizer=train_p.get("optimizer", "adam"), **hyper,
+                        device=session.device, mixed_precision=train_p.get("mixed_precision"),
+                        seed=seed + session.rank)
     fsdp = spec.strategy == "fsdp" and session.world_size > 1
     start = 0
     if session.resume:
         _load_state(runner, session.resume["files"]["state.pt"], fsdp)
+        runner.set_hyperparams(**hyper)  # the state may come from a run with other values (a PBT exploit)
         start = session.resume["epoch"]
     xs, ys = session.shard(x_train, y_train)
     shard = runner.prepare(xs, ys)

@@ -345,6 +345,15 @@ class StepRunner:
         """:meth:`state_dict` as bytes (:func:`dump_state`), e.g. for a checkpoint or the artifact store."""
         return dump_state(self.state_dict())
 
+    def set_hyperparams(self, *, lr: float, weight_decay: float, momentum: float) -> None:
+        """Put these values in every optimizer param group: a state restored from another run (a PBT exploit)
+        carries that run's learning rate and regularisation, which the new run's replace."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            group["weight_decay"] = weight_decay
+            if "momentum" in group:
+                group["momentum"] = momentum
+
     def load_state_dict(self, state: dict[str, Any] | bytes) -> None:
         """Restore :meth:`state_dict` or :meth:`save`'s bytes (read with ``weights_only=True``).
         A bare model state dict (no ``"model"`` key) restores just the weights."""

@@ -175,3 +175,31 @@ def test_a_killed_search_resumes_from_the_tune_experiment_state(hub):
     assert all(attempts[tid] == 1 and trials[tid].run_id == run for tid, run in done_before.items())
     assert any(a == 2 for a in attempts.values())
     assert "resuming the Tune experiment" in job.logs(attempt=2)
+
+
+def test_pbt_exploits_a_better_trial_and_continues_from_its_checkpointed_weights(hub):
+    from pathlib import Path
+
+    from mlhub.hpo.driver import experiment_name
+
+    # two trials of 30 epochs, PBT looking every 10 epochs with both trials there (synch): the worse trial copies
+    # the better one's checkpoint at each look, and both continue from a checkpoint (the one that waited resumes
+    # its own). Asynchronous PBT may find no comparison to make when one trial runs ahead of the other.
+    job = hub.tune(search("pbt", epochs=30, num_samples=2, scheduler="pbt", search="random",
+                          perturbation_interval=10, pbt_synch=True,
+                          search_space={"lr": {"type": "loguniform", "low": 1e-4, "high": 1.0}}))
+    try:
+        info = job.wait(timeout=150)
+    except (TimeoutError, JobFailed):
+        pytest.fail(f"{job.status()}\n{job.logs()[-4000:]}")
+    trials = hub.trials(job.id)
+    assert [(t.status, t.iterations) for t in trials] == [("terminated", 30)] * 2, job.logs()[-3000:]
+    assert info.result["model_version"] == 1
+    experiment = Path(hub.settings.ray_storage_path) / experiment_name(hub.principal.tenant_id, job.id)
+    files = sorted(str(p.relative_to(experiment)) for p in experiment.rglob("*") if p.is_file())
+    exploits = (experiment / "pbt_global.txt").read_text().splitlines() if (experiment / "pbt_global.txt").exists() else []
+    assert exploits, (files, job.logs()[-6000:])  # PBT copied the better trial at least once
+    # every checkpoint holds the weights an exploiting trial continues from, not only the epoch count
+    checkpoints = [p for p in experiment.rglob("checkpoint_*") if p.is_dir()]
+    assert checkpoints and all((c / "state.npz").is_file() and (c / "mlhub_trial.json").is_file()
+                               for c in checkpoints), files

@@ -95,6 +95,9 @@ def test_pbt_mutates_the_searched_params():
     sched = space.scheduler(spec)
     assert set(sched._hyperparam_mutations) == {"lr", "l2"}
     assert sched._hyperparam_mutations["l2"] == [0.0, 0.1] and sched._perturbation_interval == 7
+    assert sched._synch is False
+    tuned = space.scheduler(spec.model_copy(update={"perturbation_interval": 3, "pbt_synch": True}))
+    assert tuned._perturbation_interval == 3 and tuned._synch is True
 
 
 def test_trial_config_merges_into_params_and_epochs_is_top_level():

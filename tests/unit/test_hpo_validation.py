@@ -136,3 +136,10 @@ def test_sklearn_reports_what_it_says(model, params, dataset, epochs):
     seen: list[set[str]] = []
     SklearnAdapter().train(spec, load_dataset(spec.dataset, allowed_roots=[]), lambda r: seen.append(set(r.metrics)))
     assert seen and all(s == SklearnAdapter().reported_metrics(spec) for s in seen)
+
+
+def test_a_perturbation_interval_needs_the_pbt_scheduler():
+    with pytest.raises(ValidationError) as exc:
+        validate_for_submit(hpo(scheduler="asha", perturbation_interval=2, pbt_synch=True))
+    assert exc.value.details["errors"] == ["perturbation_interval is a pbt setting; scheduler is asha",
+                                           "pbt_synch is a pbt setting; scheduler is asha"]
