@@ -45,6 +45,8 @@ class Authenticator:
         self._lock = threading.Lock()
         #: key hash -> (expires at, tenant id or None for an unknown key)
         self._entries: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        #: (tenant, key prefix) -> its Principal: immutable, so one object serves every request of that key
+        self._principals: dict[tuple[str, str], Principal] = {}
 
     def principal(self, authorization: str | None) -> Principal:
         """The principal of an ``Authorization`` header value."""
@@ -58,7 +60,14 @@ class Authenticator:
         tenant_id = self._lookup(digest)
         if tenant_id is None:
             raise AuthenticationError(f"API key mlh_{m['prefix']}_*** is unknown or revoked")
-        return Principal(tenant_id=tenant_id, actor=f"key:{m['prefix']}", source=self.source)
+        ident = (tenant_id, m["prefix"])
+        principal = self._principals.get(ident)
+        if principal is None:
+            if len(self._principals) >= self.max_entries:
+                self._principals.clear()
+            principal = self._principals[ident] = Principal(tenant_id=tenant_id, actor=f"key:{m['prefix']}",
+                                                           source=self.source)
+        return principal
 
     def _lookup(self, digest: str) -> str | None:
         now = self._clock()
@@ -80,3 +89,4 @@ class Authenticator:
     def forget(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._principals.clear()
