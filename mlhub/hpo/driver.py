@@ -116,6 +116,8 @@ class SearchOutcome:
     carried_over: int = 0
     errors: list[str] = field(default_factory=list)
     progress: dict[str, Any] = field(default_factory=dict)
+    #: PBT: the best trial's state before its last epoch (``{"epoch", "files"}``) to register its own weights
+    warm_start: dict[str, Any] | None = None
 
 
 class TrialRecorder:
@@ -302,11 +304,13 @@ def run_search(ctx: Any, spec: HpoSpec) -> SearchOutcome:
 def _outcome(spec: HpoSpec, results: Any, recorder: TrialRecorder, resumed: bool, carried: int) -> SearchOutcome:
     errors = [f"{type(e).__name__}: {e}" for e in results.errors][:5]
     best = recorder.best()
+    trial_dir = None
     try:
         result = results.get_best_result(metric=spec.metric, mode=spec.mode, scope="last")
         best_params = {k: _plain(v) for k, v in (result.config or {}).items()}
         best_value = float(result.metrics[spec.metric])
         best_id = str(result.metrics.get("trial_id") or (best[0] if best else ""))
+        trial_dir = result.path
     except (RuntimeError, KeyError, TypeError, ValueError):
         if best is None:
             raise PermanentJobFailure(f"no trial reported {spec.metric!r}; "
@@ -316,7 +320,20 @@ def _outcome(spec: HpoSpec, results: Any, recorder: TrialRecorder, resumed: bool
     progress = recorder.summary()
     states = progress["states"]
     print(f"best trial {best_id}: {spec.metric}={best_value:.4f} params={best_params}", flush=True)
+    best_spec = apply_config(spec.trainer, best_params)
     return SearchOutcome(best_trial_id=best_id, best_params=best_params, best_metric=best_value,
-                         best_spec=apply_config(spec.trainer, best_params), trials=len(results),
-                         states=states, resumed=resumed, carried_over=carried, errors=errors,
-                         progress=progress)
+                         best_spec=best_spec, trials=len(results), states=states, resumed=resumed,
+                         carried_over=carried, errors=errors, progress=progress,
+                         warm_start=_pbt_warm_start(spec, best_spec, trial_dir))
+
+
+def _pbt_warm_start(spec: HpoSpec, best_spec: TrainingSpec, trial_dir: str | None) -> dict[str, Any] | None:
+    """After PBT: the best trial's checkpointed state before its last epoch, if its framework can continue from
+    it with the trial's final params (:func:`mlhub.hpo.trainable.plan_resume`); else None."""
+    from mlhub.hpo.trainable import last_trial_state, plan_resume
+    from mlhub.training.adapters import get_adapter
+
+    if spec.scheduler != "pbt" or not trial_dir or "://" in str(trial_dir) or best_spec.code is not None:
+        return None
+    saved = last_trial_state(Path(trial_dir), best_spec.epochs)
+    return plan_resume(get_adapter(best_spec.framework), saved, best_spec.params, best_spec.epochs, warm=True)[1]

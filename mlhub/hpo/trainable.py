@@ -125,6 +125,19 @@ def plan_resume(adapter: Any, saved: dict[str, Any] | None, params: dict[str, An
     return done, None
 
 
+def last_trial_state(trial_dir: Path, epochs: int) -> dict[str, Any] | None:
+    """The newest checkpoint in a Tune trial folder written before the trial's last epoch (what
+    :func:`read_trial_state` reads), or None."""
+    best = None
+    for folder in sorted(trial_dir.glob("checkpoint_*")):
+        if not (folder / STATE_FILE).is_file():
+            continue
+        saved = read_trial_state(folder)
+        if saved["epochs_done"] < epochs and (best is None or saved["epochs_done"] > best["epochs_done"]):
+            best = saved
+    return best
+
+
 def build_trainable(spec: Any, data: Any, *, code: dict[str, Any] | None = None,
                     allowed_roots: tuple[str, ...] = ()) -> Any:
     """``run_trial`` bound to the spec's trainer, the loaded data and the trainer's code package (each put in

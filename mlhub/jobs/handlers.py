@@ -45,7 +45,9 @@ def _run_for_attempt(ctx: AttemptContext, name: str, params: dict[str, Any], dat
         return run.id
 
 
-def run_training(ctx: AttemptContext, spec: TrainingSpec) -> dict[str, Any]:
+def run_training(ctx: AttemptContext, spec: TrainingSpec, *, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``spec`` and store its model (the completion registers it). ``resume`` (``{"epoch", "files"}``, from a
+    framework that can warm-start) starts the loop from that state instead of epoch 0: a PBT search's best trial."""
     from mlhub.jobs.code import code_folder, run_local_loop
     from mlhub.training.adapters import get_adapter
     from mlhub.training.datasets import load_dataset
@@ -76,13 +78,15 @@ def run_training(ctx: AttemptContext, spec: TrainingSpec) -> dict[str, Any]:
         from mlhub.training.distributed import train_on_ray
         from mlhub.training.torch_adapter import trained_model
 
-        final = train_on_ray(ctx, spec, run_id, working_dir=working_dir)
+        final = train_on_ray(ctx, spec, run_id, working_dir=working_dir, initial=resume)
         trained = trained_model(final.payload, final.model_format, final.info, data, framework=spec.framework)
     elif spec.entrypoint:  # custom code of a single-process framework: its loop, here in the driver
         from mlhub.run_logging import job_run
 
         with job_run(ctx.backends, ctx.principal, run_id):  # its own start_run calls nest under the job's run
             trained = run_local_loop(spec, data, report, working_dir, ctx.settings.allowed_data_roots)
+    elif resume is not None:
+        trained = adapter.train(spec, data, report, resume=resume)
     else:
         trained = adapter.train(spec, data, report)
     artifact = ArtifactService(ctx.backends.db, ctx.backends.artifacts).upload(
@@ -230,12 +234,19 @@ def run_diagnostic(ctx: AttemptContext, spec: DiagnosticSpec) -> dict[str, Any]:
 
 def run_hpo(ctx: AttemptContext, spec: HpoSpec) -> dict[str, Any]:
     """A Ray Tune search (resumed if an earlier attempt left one), then the best params trained once more
-    as a regular training run whose model the completion registers, with lineage to this job."""
+    as a regular training run whose model the completion registers, with lineage to this job. After PBT, that
+    run continues the best trial's own weights from its checkpoint before the last epoch (its schedule of
+    params is in them), where the framework can warm-start; else it trains the final params from scratch."""
     from mlhub.hpo.driver import run_search
 
     search = run_search(ctx, spec)
-    print(f"training the best params once more to register the model: {search.best_params}", flush=True)
-    result = run_training(ctx, search.best_spec)
+    if search.warm_start is not None:
+        print(f"training the best trial's last epoch again from its checkpoint after epoch "
+              f"{search.warm_start['epoch']} (PBT: its weights carry its schedule) to register the model: "
+              f"{search.best_params}", flush=True)
+    else:
+        print(f"training the best params once more to register the model: {search.best_params}", flush=True)
+    result = run_training(ctx, search.best_spec, resume=search.warm_start)
     ctx.progress({**search.progress, "phase": "registered best"}, force=True)
     return {**result, "kind": "hpo", "metric": spec.metric, "mode": spec.mode, "best_trial_id": search.best_trial_id,
             "best_params": search.best_params, "best_metric": search.best_metric, "trials": search.trials,

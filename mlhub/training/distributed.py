@@ -203,6 +203,7 @@ class RayTrainSession(TrainSession):
         self._use_gpu = spec.use_gpu
         self.working_dir = config.get("working_dir")
         self._run_dir = Path(config["run_dir"]) if config.get("run_dir") else None
+        self._initial: dict[str, Any] | None = config.get("initial")
         if spec.code is not None:  # the job's packed code, fetched on this node: no shared disk needed
             from mlhub.jobs.code import fetch_code
 
@@ -250,7 +251,11 @@ class RayTrainSession(TrainSession):
             found += [_read_checkpoint(d) for d in sorted(self._run_dir.glob("checkpoint_*"))]
         found = [f for f in found if f is not None]
         if not found:
-            return None
+            if self._initial is None:
+                return None
+            epoch = int(self._initial["epoch"])
+            self.log(f"starting from the given state after epoch {epoch} (of {self.spec.epochs})")
+            return {"epoch": epoch, "files": dict(self._initial["files"])}
         epoch, files = max(found, key=lambda f: f[0])
         self.log(f"resuming from the checkpoint after epoch {epoch} (of {self.spec.epochs})")
         if self.rank == 0:
@@ -338,9 +343,12 @@ def run_name(tenant_id: str, job_id: int) -> str:
     return f"train-{tenant_id}-{job_id}"
 
 
-def train_on_ray(ctx, spec: TrainingSpec, run_id: int, *, working_dir: str | None = None) -> FinalModel:
+def train_on_ray(ctx, spec: TrainingSpec, run_id: int, *, working_dir: str | None = None,
+                 initial: dict[str, Any] | None = None) -> FinalModel:
     """Run the spec's loop on a Ray Train worker group (TorchTrainer or TensorflowTrainer) and return the final
-    model from its last checkpoint. ``ctx`` is the job attempt's :class:`~mlhub.jobs.runner.AttemptContext`."""
+    model from its last checkpoint. ``ctx`` is the job attempt's :class:`~mlhub.jobs.runner.AttemptContext`.
+    ``initial`` (``{"epoch", "files"}``: e.g. the best PBT trial's state) is where the loop starts when the run
+    has no checkpoint of its own yet."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
     res = worker_resources(spec)
@@ -352,7 +360,7 @@ def train_on_ray(ctx, spec: TrainingSpec, run_id: int, *, working_dir: str | Non
     per_worker.update({k: float(v) for k, v in (res.get("custom") or {}).items()})
     config = {"settings": ctx.settings.to_document(), "spec": spec.model_dump(mode="json", exclude_none=True),
               "job": {"id": ctx.job_id, "tenant_id": ctx.tenant_id, "attempt": ctx.attempt, "name": ctx.name},
-              "run_id": run_id, "working_dir": working_dir}
+              "run_id": run_id, "working_dir": working_dir, "initial": initial}
     # mlhub captures the workers' stdout/stderr itself; Ray Train's print patch would log every line twice
     env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     if spec.framework == "tensorflow":

@@ -13,7 +13,7 @@ import ray
 from sqlalchemy import select
 
 from mlhub.errors import JobFailed
-from mlhub.store.models import ModelVersion, RegisteredModel, Run, RunParam
+from mlhub.store.models import Metric, ModelVersion, RegisteredModel, Run, RunParam
 from tests.integration.conftest import pid_of
 
 pytestmark = [pytest.mark.ray, pytest.mark.postgres]
@@ -123,28 +123,32 @@ def test_cancelling_a_search_kills_its_trial_actors_and_the_orchestrator_frees_t
     assert release_placement_groups(hub.settings.ray_storage_path, hub.principal.tenant_id, job.id) == 0
 
 
-def test_a_torch_search_with_asha_registers_a_best_model_that_loads(hub):
+def test_a_torch_search_with_pbt_registers_the_best_trials_own_weights(hub):
     import numpy as np
 
     job = hub.tune({
-        "name": "torch-search", "metric": "val_loss", "mode": "min", "max_concurrent_trials": 2, "num_samples": 3,
-        "scheduler": "asha",
-        "trainer": {"name": "torch-search-model", "framework": "torch", "model": "mlp", "epochs": 3,
+        "name": "torch-search", "metric": "val_loss", "mode": "min", "max_concurrent_trials": 2, "num_samples": 2,
+        "scheduler": "pbt", "perturbation_interval": 2, "pbt_synch": True,
+        "trainer": {"name": "torch-search-model", "framework": "torch", "model": "mlp", "epochs": 4,
                     "params": {"hidden": [16], "batch_size": 32}, "dataset": {"source": "sklearn", "name": "iris"}},
         "search_space": {"lr": {"type": "loguniform", "low": 1e-3, "high": 0.1}}})
     # admitted for two trials of one Train worker's share each (1 CPU), which is what each trial reserves
     assert job.status().resources["num_cpus"] == 2.0 and job.status().resources["driver"] is True
     try:
-        info = job.wait(timeout=180)
+        info = job.wait(timeout=240)
     except (TimeoutError, JobFailed):
         pytest.fail(f"{job.status()}\n{job.logs()[-4000:]}")
     trials = hub.trials(job.id)
-    assert len(trials) == 3 and {t.status for t in trials} <= {"terminated", "stopped"}
-    assert all(1 <= t.iterations <= 3 and {"loss", "val_loss", "val_accuracy"} <= set(t.metrics) for t in trials)
+    assert [(t.status, t.iterations) for t in trials] == [("terminated", 4)] * 2
+    assert all({"loss", "val_loss", "val_accuracy"} <= set(t.metrics) for t in trials)
     best = min(trials, key=lambda t: t.metrics["val_loss"])
     result = info.result
     assert result["best_trial_id"] == best.trial_id and result["framework"] == "torch"
     assert result["model_version"] == 1
+    logs = job.logs()
+    # the trial's weights (torch state: model and optimizer) went on through Ray Train for its last epoch
+    assert "training the best trial's last epoch again from its checkpoint after epoch 3" in logs
+    assert "starting from the given state after epoch 3 (of 4)" in logs
     version, model = hub.load_model("torch-search-model")
     assert version.job_id == job.id
     assert model.predict(np.zeros((5, 4))).shape == (5,)
@@ -195,6 +199,14 @@ def test_pbt_exploits_a_better_trial_and_continues_from_its_checkpointed_weights
     trials = hub.trials(job.id)
     assert [(t.status, t.iterations) for t in trials] == [("terminated", 30)] * 2, job.logs()[-3000:]
     assert info.result["model_version"] == 1
+    # the registered model is the best trial's own: its last epoch trained again from its checkpoint after
+    # epoch 29, which gives (full-batch gradient descent is deterministic) exactly the trial's final score
+    assert "training the best trial's last epoch again from its checkpoint after epoch 29" in job.logs()
+    best = min(trials, key=lambda t: t.metrics["val_loss"])
+    with hub.backends.db.tenant_scope(hub.principal.tenant_id, readonly=True) as s:
+        final = s.execute(select(Metric.step, Metric.value).where(Metric.run_id == info.result["run_id"],
+                                                                  Metric.key == "val_loss")).all()
+    assert [step for step, _ in final] == [29] and final[0][1] == pytest.approx(best.metrics["val_loss"], rel=1e-9)
     experiment = Path(hub.settings.ray_storage_path) / experiment_name(hub.principal.tenant_id, job.id)
     files = sorted(str(p.relative_to(experiment)) for p in experiment.rglob("*") if p.is_file())
     exploits = (experiment / "pbt_global.txt").read_text().splitlines() if (experiment / "pbt_global.txt").exists() else []

@@ -186,3 +186,15 @@ def test_a_checkpoint_file_name_cannot_escape_the_checkpoint_folder(tmp_path):
         write_trial_state(tmp_path, 1, {}, {"../evil": b"x"})
     write_trial_state(tmp_path, 2, {"lr": 0.1}, {"state.npz": b"abc"})
     assert read_trial_state(tmp_path) == {"epochs_done": 2, "params": {"lr": 0.1}, "files": {"state.npz": b"abc"}}
+
+
+def test_the_state_a_pbt_search_registers_from_is_the_newest_before_the_last_epoch(tmp_path):
+    from mlhub.hpo.trainable import last_trial_state, write_trial_state
+
+    for i, done in enumerate((4, 9, 10)):  # Tune's checkpoint folders of one trial; 10 = after its last epoch
+        folder = tmp_path / f"checkpoint_{i:06d}"
+        folder.mkdir()
+        write_trial_state(folder, done, {"lr": 0.1 * done}, {"state.npz": bytes([done])})
+    (tmp_path / "checkpoint_000009").mkdir()  # one Tune had not finished writing
+    assert last_trial_state(tmp_path, 10) == {"epochs_done": 9, "params": {"lr": 0.9}, "files": {"state.npz": b"\t"}}
+    assert last_trial_state(tmp_path, 4) is None
