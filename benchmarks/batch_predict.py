@@ -82,7 +82,7 @@ def main() -> None:
     x_all = np.random.default_rng(7).normal(size=(args.rows, args.features))
     pd.DataFrame(x_all, columns=names).to_parquet(source, index=False)
     del x_all
-    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
+    ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
              _temp_dir=tempfile.mkdtemp(prefix="mlhub-rb-"))
     counter = iter(range(10**9))
 

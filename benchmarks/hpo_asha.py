@@ -174,7 +174,7 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
-    ray.init(num_cpus=CONCURRENCY, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=CONCURRENCY, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     storage = tempfile.mkdtemp(prefix="mlhub-bench-tune-")
     try:
         if not args.skip_asha:

@@ -106,7 +106,7 @@ def bench_end_to_end(url: str, n: int, repeats: int, rate: float, latency_jobs: 
 
     home = tempfile.mkdtemp(prefix="mlhub-bench-")
     settings = load_settings(home=home, database_url=url, max_concurrent_jobs=2)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="mlhub",
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="mlhub",
              _temp_dir=tempfile.mkdtemp(prefix="rb-"), logging_level="ERROR")
     actor = orch.start(settings.to_document(), name=f"bench-{uuid.uuid4().hex[:6]}")
     ray.get(actor.ping.remote(), timeout=120)

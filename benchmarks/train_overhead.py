@@ -196,7 +196,7 @@ class MlhubJobs:
             db.dispose()
             self.hub.close()
             self.hub = Hub(self.settings, api_key=key)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                  namespace="mlhub", _temp_dir=tempfile.mkdtemp(prefix="mlhub-ray-"))
         self.actor = orch.start(self.settings.to_document(), name=f"bench-{uuid.uuid4().hex[:6]}")
         ray.get(self.actor.ping.remote(), timeout=120)
