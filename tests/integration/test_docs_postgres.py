@@ -8,7 +8,7 @@ import re
 import pytest
 from sqlalchemy import create_engine, text
 
-from mlhub.docs import rls_catalog
+from mlhub.cli.reference import rls_catalog
 
 pytestmark = pytest.mark.postgres
 

@@ -1,4 +1,4 @@
-"""The docs stay true: README's generated parts and every file under docs/reference are what mlhub.docs renders
+"""The docs stay true: README's generated parts and every file under docs/reference are what mlhub.cli.reference renders
 from the code now, and the generators themselves cover what they claim to (no Ray, no servers)."""
 
 import json
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from mlhub import docs
-from mlhub.docs import settings_table
+from mlhub.cli import reference as docs
+from mlhub.cli.reference import api_docs, cli_docs, settings_table, spec_docs
 
 ROOT = Path(__file__).parents[2]
 README = ROOT / "README.md"
-STALE = "is stale: run python -m mlhub.docs (and commit what it writes)"
+STALE = "is stale: run python -m mlhub.cli.reference (and commit what it writes)"
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_the_readme_generated_blocks_are_current():
 def test_each_reference_file_is_what_the_generator_renders_now(generated, path):
     rel = str(docs.REFERENCE / path)
     on_disk = ROOT / rel
-    assert on_disk.exists(), f"{rel} is missing: run python -m mlhub.docs"
+    assert on_disk.exists(), f"{rel} is missing: run python -m mlhub.cli.reference"
     assert on_disk.read_text() == generated[rel], f"{rel} {STALE}"
 
 
@@ -62,7 +62,7 @@ def test_cli_reference_covers_every_command_and_option():
         assert f"## {cmd.name}\n" in text or cmd.path == ("mlhub",)
         for param in cmd.command.params:
             if not param.hidden:
-                assert f"`{docs._param_names(param)}`" in text, f"{cmd.name} {param.name}"
+                assert f"`{cli_docs._param_names(param)}`" in text, f"{cmd.name} {param.name}"
     section = text.split("\n## mlhub train\n", 1)[1].split("\n## ", 1)[0]
     assert "`--num-workers`" in section or "`--epochs`" in section
     assert "| `--epochs` | int |" in section and "[at least 1]" in section
@@ -81,7 +81,7 @@ def test_job_spec_reference_covers_every_kind_and_field():
     from mlhub.domain import specs
 
     text = docs.job_spec_reference()
-    for name in (*docs.SPEC_KINDS, "DatasetSpec", "Resources", "RetryPolicy", "ScheduleSpec", "SearchDimension",
+    for name in (*spec_docs.SPEC_KINDS, "DatasetSpec", "Resources", "RetryPolicy", "ScheduleSpec", "SearchDimension",
                  "CodeRef"):
         model = getattr(specs, name)
         section = text.split(f"\n## {name}\n", 1)[1].split("\n## ", 1)[0]
@@ -136,7 +136,7 @@ def test_openapi_has_exactly_the_apps_operations(generated):
 
     routes = set(operations(docs.api_app().routes))
     assert len(routes) > 20
-    documented = {(m, p) for p, item in doc["paths"].items() for m in item if m in docs._METHODS}
+    documented = {(m, p) for p, item in doc["paths"].items() for m in item if m in api_docs._METHODS}
     assert documented == routes
     assert doc["servers"] == [{"url": "/api"}]
     rest = generated[str(docs.REFERENCE / "rest-api.md")]
