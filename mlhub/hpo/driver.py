@@ -12,7 +12,6 @@ driver's process; the trial actors it owns die with it (Ray fate-shares actors w
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -27,9 +26,10 @@ from mlhub.errors import PermanentJobFailure
 from mlhub.hpo.space import apply_config, expected_trials, param_space, tune_config_kwargs
 from mlhub.hpo.trainable import EPOCH_KEY, PG_KEY
 from mlhub.hpo.trials import FINAL, TrialUpdate, list_trials, write_trials
+from mlhub.jobs.placement import record_placement_groups, release_placement_groups
 from mlhub.store.runs import MetricPoint
 
-__all__ = ["EXPERIMENT_CHECKPOINT_S", "SearchOutcome", "experiment_name", "release_placement_groups", "run_search"]
+__all__ = ["EXPERIMENT_CHECKPOINT_S", "SearchOutcome", "experiment_name", "run_search"]
 
 #: how often (at most) Tune saves the experiment state a resumed attempt starts from
 EXPERIMENT_CHECKPOINT_S = 2
@@ -48,40 +48,6 @@ _RECORDERS: dict[str, TrialRecorder] = {}
 
 def experiment_name(tenant_id: str, job_id: int) -> str:
     return f"hpo-{tenant_id}-{job_id}"
-
-
-PG_FILE = "mlhub_placement_groups.json"
-
-
-def _pg_file(storage_path: str, tenant_id: str, job_id: int) -> Path | None:
-    if "://" in storage_path:  # object storage: not tracked (see release_placement_groups)
-        return None
-    return Path(storage_path) / experiment_name(tenant_id, job_id) / PG_FILE
-
-
-def release_placement_groups(storage_path: str, tenant_id: str, job_id: int) -> int:
-    """Remove the trial placement groups an earlier, killed driver of this job left behind.
-
-    Tune reserves each trial's resources in a placement group; a group created inside a task outlives the
-    task when its process is killed (it belongs to the job that launched the task, here the detached
-    orchestrator), so a killed driver would keep its trials' CPUs reserved forever. The driver records its
-    groups in the experiment folder; a resumed attempt calls this first, and so should whoever cancels an HPO
-    job after killing its driver. Returns how many groups were removed."""
-    import ray
-    from ray._raylet import PlacementGroupID
-    from ray.util.placement_group import PlacementGroup, placement_group_table
-
-    path = _pg_file(storage_path, tenant_id, job_id)
-    if path is None or not path.exists():
-        return 0
-    table = placement_group_table()
-    removed = 0
-    for pg_hex in json.loads(path.read_text()):
-        if pg_hex in table and table[pg_hex].get("state") != "REMOVED":
-            ray.util.remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg_hex))))
-            removed += 1
-    path.unlink(missing_ok=True)
-    return removed
 
 
 def _plain(v: Any) -> Any:
@@ -135,9 +101,8 @@ class TrialRecorder:
         self.dirty: set[str] = set()
         self.started_here: set[str] = set()
         self.stopping: set[str] = set()
-        self.placement_groups: set[str] = set()
-        self.pg_file = _pg_file(ctx.settings.ray_storage_path, ctx.tenant_id, ctx.job_id)
-        self.pg_written = 0
+        self.placement_groups: set[str] = set()  # the trials' groups, recorded for the orchestrator to free
+        self.pg_recorded: set[str] = set()
         self.last_flush = 0.0
 
     def _trial(self, trial_id: str, config: dict[str, Any]) -> TrialUpdate:
@@ -210,12 +175,11 @@ class TrialRecorder:
                      self.spec.name, updates)
         self.dirty.clear()
         self.ctx.progress(self.summary(), force=True)
-        if self.pg_file is not None and len(self.placement_groups) != self.pg_written:
-            self.pg_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.pg_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(sorted(self.placement_groups)))
-            tmp.replace(self.pg_file)
-            self.pg_written = len(self.placement_groups)
+        new = self.placement_groups - self.pg_recorded
+        if new:
+            record_placement_groups(self.ctx.settings.ray_storage_path, self.ctx.tenant_id, self.ctx.job_id,
+                                    sorted(new))
+            self.pg_recorded |= new
 
 
 class RecorderCallback(tune.Callback):

@@ -5,27 +5,52 @@ group created anywhere under the detached orchestrator lives as long as the orch
 task that asked for it: when a training job's driver task is force-killed (cancelled, preempted, timed out,
 or its process died), its workers die but their reservation stays, and the CPUs would be lost to the cluster.
 
-So the workers record their group here (one empty file per group, named by its id, in a folder of the job
-under the Ray storage path: no read-modify-write races between processes), and the orchestrator removes what
-is recorded once an attempt of the job has ended. Works where the storage path is a folder the orchestrator's
-node sees (one machine, or a shared filesystem); with an object-store URI nothing is recorded.
+So the job's processes record their groups here: one empty object per group, named by its id, under
+``<storage path>/.mlhub-placement-groups/<tenant>-<job>/`` (no read-modify-write, so no races between
+processes), and the orchestrator removes what is recorded once an attempt of the job has ended. The storage
+path is Ray Train's own: a local folder on one machine, a shared filesystem, or an object-store URI
+(``s3://``, ``gs://``, ``abfs://``...), reached through the same ``pyarrow.fs`` filesystems Ray Train uses, so
+it works wherever checkpoints do.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("mlhub.orchestrator")
 
 FOLDER = ".mlhub-placement-groups"
 
 
-def _folder(storage_path: str, tenant_id: str, job_id: int) -> Path | None:
-    if not storage_path or "://" in storage_path:
+def _location(storage_path: str, tenant_id: str, job_id: int) -> tuple[Any, str] | None:
+    """(pyarrow filesystem, folder) of a job's records; None without a storage path."""
+    if not storage_path:
         return None
-    return Path(storage_path) / FOLDER / f"{tenant_id}-{job_id}"
+    import pyarrow.fs as pafs
+
+    if "://" in storage_path:
+        fs, base = pafs.FileSystem.from_uri(storage_path)
+    else:
+        fs, base = pafs.LocalFileSystem(), str(Path(storage_path).expanduser().absolute())
+    return fs, f"{base.rstrip('/')}/{FOLDER}/{tenant_id}-{job_id}"
+
+
+def record_placement_groups(storage_path: str, tenant_id: str, job_id: int, group_ids: Iterable[str]) -> int:
+    """Record placement groups (hex ids) of a job; returns how many were written."""
+    ids = [g for g in group_ids if g]
+    where = _location(storage_path, tenant_id, job_id)
+    if where is None or not ids:
+        return 0
+    fs, folder = where
+    fs.create_dir(folder, recursive=True)
+    for pg_hex in ids:
+        bytes.fromhex(pg_hex)  # an id, never a path
+        with fs.open_output_stream(f"{folder}/{pg_hex}"):
+            pass
+    return len(ids)
 
 
 def record_current_placement_group(storage_path: str, tenant_id: str, job_id: int) -> str | None:
@@ -33,19 +58,29 @@ def record_current_placement_group(storage_path: str, tenant_id: str, job_id: in
     import ray.util
 
     pg = ray.util.get_current_placement_group()
-    folder = _folder(storage_path, tenant_id, job_id)
-    if pg is None or folder is None:
+    if pg is None:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
     pg_hex = pg.id.hex()
-    (folder / pg_hex).touch()
-    return pg_hex
+    return pg_hex if record_placement_groups(storage_path, tenant_id, job_id, [pg_hex]) else None
+
+
+def recorded_placement_groups(storage_path: str, tenant_id: str, job_id: int) -> list[str]:
+    """The placement groups recorded for a job (sorted hex ids)."""
+    where = _location(storage_path, tenant_id, job_id)
+    if where is None:
+        return []
+    import pyarrow.fs as pafs
+
+    fs, folder = where
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
 
 
 def release_placement_groups(storage_path: str, tenant_id: str, job_id: int) -> int:
-    """Remove the recorded placement groups of a job that still exist; returns how many were removed."""
-    folder = _folder(storage_path, tenant_id, job_id)
-    if folder is None or not folder.exists():
+    """Remove the recorded placement groups of a job that still exist, then the records; returns how many
+    groups were removed."""
+    recorded = recorded_placement_groups(storage_path, tenant_id, job_id)
+    if not recorded:
         return 0
     import ray
     from ray._raylet import PlacementGroupID
@@ -53,13 +88,17 @@ def release_placement_groups(storage_path: str, tenant_id: str, job_id: int) -> 
 
     table = placement_group_table()
     removed = 0
-    for entry in folder.iterdir():
-        state = (table.get(entry.name) or {}).get("state")
+    for pg_hex in recorded:
+        state = (table.get(pg_hex) or {}).get("state")
         if state is not None and state != "REMOVED":
             try:
-                ray.util.remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(entry.name))))
+                ray.util.remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg_hex))))
                 removed += 1
             except Exception as exc:  # noqa: BLE001 - best effort: a group may go away on its own meanwhile
-                log.warning("could not remove placement group %s of job %s: %s", entry.name, job_id, exc)
-    shutil.rmtree(folder, ignore_errors=True)
+                log.warning("could not remove placement group %s of job %s: %s", pg_hex, job_id, exc)
+    fs, folder = _location(storage_path, tenant_id, job_id)
+    try:
+        fs.delete_dir(folder)
+    except (FileNotFoundError, OSError) as exc:
+        log.warning("could not delete the placement-group records of job %s: %s", job_id, exc)
     return removed

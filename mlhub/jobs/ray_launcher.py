@@ -119,11 +119,7 @@ class RayLauncher:
 
         storage = self._storage
         try:
-            freed = release_placement_groups(storage, job.tenant_id, job.id)
-            if job.kind == "hpo":
-                from mlhub.hpo.driver import release_placement_groups as release_trials
-
-                freed += release_trials(storage, job.tenant_id, job.id)
+            freed = release_placement_groups(storage, job.tenant_id, job.id)  # Train workers' and Tune trials'
         except Exception as exc:  # noqa: BLE001 - never let cleanup stop the dispatch loop
             log.warning("releasing the placement groups of job %s failed: %s", job.id, exc)
             return

@@ -75,21 +75,15 @@ def _trial_actor_pids() -> set[int]:
 
 def _placement_groups_of(hub, job_id: int) -> list[str]:
     """The trial placement groups the job's driver recorded (what the orchestrator releases when it ends)."""
-    import json
+    from mlhub.jobs.placement import recorded_placement_groups
 
-    from mlhub.hpo.driver import _pg_file
-
-    path = _pg_file(hub.settings.ray_storage_path, hub.principal.tenant_id, job_id)
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return []
+    return recorded_placement_groups(hub.settings.ray_storage_path, hub.principal.tenant_id, job_id)
 
 
 def test_cancelling_a_search_kills_its_trial_actors_and_the_orchestrator_frees_their_cpus(hub):
     from ray.util.placement_group import placement_group_table
 
-    from mlhub.hpo.driver import release_placement_groups
+    from mlhub.jobs.placement import release_placement_groups
 
     job = hub.tune(search("cancelled", epochs=100_000, num_samples=4))
     wait_for("two running trials", lambda: sum(t.status == "running" and t.iterations > 0
