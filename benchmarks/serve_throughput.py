@@ -17,10 +17,15 @@ Load: ``wrk`` (Debian package), one thread, POST of one row as JSON, ``--clients
    p50 within 2 ms), light model (logistic regression over 64 features).
 2. Batching: a 300-tree random forest (one row costs several ms), mlhub with ``max_batch_size`` 32 vs 1 at
    32 clients. Aim >= 3x.
-3. Overload: an mlhub app with room for 2 running + 2 queued requests on the forest, 64 concurrent clients for
-   ``--seconds``: how fast the refused requests (503) come back, p99. Aim < 50 ms.
+3. Overload: an mlhub app with room for 2 running + 2 queued requests on the forest (200 rows a request); how
+   fast the refused requests (503) come back, p99 (aim < 50 ms), two ways for ``--seconds`` each:
+   *flood*, 64 clients that send again as soon as they are answered (the Python client, in this process,
+   then competes for the 2 cores with the server it measures and adds its own scheduling delay); *probe*,
+   8 clients keep the replica busy and its queue full while one more client sends a request every 20 ms
+   and times each refusal (what a caller sees from a saturated endpoint).
 
     flock /tmp/mlhub-heavy.lock .venv/bin/python -m benchmarks.serve_throughput [--repeats 3] [--seconds 8]
+        [--only light|batch|overload]
 """
 
 
@@ -175,24 +180,113 @@ def _wrk(url: str, body: dict, headers: dict, clients: int, seconds: float) -> t
     return rps, pct("50"), pct("99")
 
 
-async def _overload(url: str, body: dict, headers: dict, clients: int, seconds: float) -> dict:
+async def _overload(url: str, body: dict, headers: dict, clients: int, seconds: float, *,
+                    probe_every_s: float | None = None) -> dict:
+    """Answers by status -> latencies (ms). Without ``probe_every_s``: ``clients`` clients send again as soon as
+    they are answered. With it: ``clients`` clients keep the server busy (their answers are not counted) and
+    one probe sends a request every ``probe_every_s`` and times it."""
     import aiohttp
 
     data = json.dumps(body)
     stats: dict[int, list[float]] = {}
     deadline = time.monotonic() + seconds
+    hdrs = {**headers, "Content-Type": "application/json"}
 
-    async def client(session):
-        while time.monotonic() < deadline:
-            t = time.perf_counter()
-            async with session.post(url, data=data, headers={**headers, "Content-Type": "application/json"}) as r:
-                await r.read()
+    async def call(session, counted: bool) -> None:
+        t = time.perf_counter()
+        async with session.post(url, data=data, headers=hdrs) as r:
+            await r.read()
+            if counted:
                 stats.setdefault(r.status, []).append((time.perf_counter() - t) * 1000)
 
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
-        await asyncio.gather(*(client(session) for _ in range(clients)))
+    async def client(session, counted: bool) -> None:
+        while time.monotonic() < deadline:
+            await call(session, counted)
+
+    async def probe(session) -> None:
+        await asyncio.sleep(1.0)  # let the load fill the queue first
+        while time.monotonic() < deadline:
+            await call(session, True)
+            await asyncio.sleep(probe_every_s)
+
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients), timeout=timeout) as load, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), timeout=timeout) as probing:
+        tasks = [client(load, probe_every_s is None) for _ in range(clients)]
+        if probe_every_s is not None:
+            tasks.append(probe(probing))
+        await asyncio.gather(*tasks)
     return stats
+
+
+def _light(args, home: Path, model_file: Path, base: str, row: list, auth: dict) -> subprocess.Popen:
+    """Table 1: the light model through FastAPI, bare Serve and mlhub. Returns the FastAPI server process."""
+    fport = _free_port()
+    script = home / "plain_fastapi.py"
+    script.write_text(FASTAPI_APP.replace("MODEL_PATH", repr(str(model_file))))
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", str(home), "plain_fastapi:app",
+                             "--port", str(fport), "--log-level", "warning", "--no-access-log"],
+                            cwd=home, stdin=subprocess.DEVNULL)
+    _wait_port(fport)
+    targets = {"fastapi": (f"http://127.0.0.1:{fport}/predict", {}),
+               "bare serve": (f"{base}/bare/predict", {}),
+               "mlhub": (f"{base}/v1/models/light/predict", auth),
+               "mlhub, no prediction log": (f"{base}/nolog/models/light/predict", auth)}
+    for url, headers in targets.values():  # warm up: model loads, connections
+        _ready(url, {"inputs": [row]}, headers)
+        _wrk(url, {"inputs": [row]}, headers, 4, 2)
+
+    print(f"light model, {args.repeats} x {args.seconds:.0f} s per side, interleaved...", flush=True)
+    runs = interleaved({f"{name}|{c}": (lambda u=u, h=h, c=c: _wrk(u, {"inputs": [row]}, h, c, args.seconds))
+                        for name, (u, h) in targets.items() for c in (1, args.clients)}, args.repeats)
+    rows = []
+    med = {k: (median([r[0] for r in v]), median([r[1] for r in v]), median([r[2] for r in v]))
+           for k, v in runs.items()}
+    for name in targets:
+        one, many = med[f"{name}|1"], med[f"{name}|{args.clients}"]
+        rows.append([name, f"{many[0]:,.0f}", f"{many[0] / med[f'fastapi|{args.clients}'][0]:.2f}",
+                     f"{many[0] / med[f'bare serve|{args.clients}'][0]:.2f}", f"{one[0]:,.0f}", f"{one[1]:.2f}",
+                     f"{many[1]:.1f}", f"{many[2]:.1f}"])
+    print()
+    print_table(["server", f"req/s @{args.clients}", "vs fastapi", "vs bare serve", "req/s @1", "p50 ms @1",
+                 f"p50 ms @{args.clients}", f"p99 ms @{args.clients}"], rows)
+    print("aims: mlhub >= 0.8 of fastapi, >= 0.85 of bare serve, p50 @1 within 2 ms of bare serve")
+    return proc
+
+
+def _batching(args, settings, base: str, heavy_row: dict, auth: dict) -> None:
+    """Table 2: the forest with @serve.batch vs max_batch_size 1."""
+    for url in (f"{base}/v1/models/heavy/predict", f"{base}/nb/models/heavy/predict"):
+        _ready(url, heavy_row, auth)
+        _wrk(url, heavy_row, auth, 4, 2)
+    batch = interleaved({"batched": lambda: _wrk(f"{base}/v1/models/heavy/predict", heavy_row, auth,
+                                                 args.clients, args.seconds)[0],
+                         "unbatched": lambda: _wrk(f"{base}/nb/models/heavy/predict", heavy_row, auth,
+                                                   args.clients, args.seconds)[0]}, args.repeats)
+    b, u = median(batch["batched"]), median(batch["unbatched"])
+    print()
+    print_table(["300-tree forest, 1 row per request", f"req/s @{args.clients}"],
+                [[f"mlhub, @serve.batch max {settings.serve_max_batch_size}", f"{b:,.0f}"],
+                 ["mlhub, max_batch_size 1", f"{u:,.0f}"], ["ratio (aim >= 3)", f"{b / u:.2f}"]])
+
+
+def _overloaded(args, url: str, row: list, auth: dict) -> None:
+    """Table 3: refusals of the app with room for 2 running + 2 queued, flooded and probed."""
+    _ready(url, {"inputs": [row]}, auth)
+    body = {"inputs": [row] * 200}
+    runs = {"flood: 64 clients": asyncio.run(_overload(url, body, auth, 64, args.seconds)),
+            "probe every 20 ms, 8 clients keep it full": asyncio.run(
+                _overload(url, body, auth, 8, args.seconds, probe_every_s=0.02))}
+    table = []
+    for label, stats in runs.items():
+        for status, lat in sorted(stats.items()):
+            lat.sort()
+            table.append([label, status, len(lat), f"{lat[len(lat) // 2]:.1f}",
+                          f"{lat[min(len(lat) - 1, int(len(lat) * 0.99))]:.1f}"])
+    print()
+    print_table(["overload (room for 2 + 2 queued, 200 rows a request)", "status", "answers", "p50 ms", "p99 ms"],
+                table)
+    print("aim: 503 answers p99 < 50 ms")
 
 
 def main() -> None:
@@ -205,8 +299,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--ingress", choices=["auto", "haproxy", "proxy"], default="auto")
-    ap.add_argument("--light-only", action="store_true", help="Only the light-model comparison (table 1).")
+    ap.add_argument("--only", choices=["light", "batch", "overload"], help="Run one part only.")
+    ap.add_argument("--light-only", action="store_true", help="Same as --only light.")
     args = ap.parse_args()
+    if args.light_only:
+        args.only = "light"
+    parts = {args.only} if args.only else {"light", "batch", "overload"}
 
     home = Path(tempfile.mkdtemp(prefix="mlhub-serve-bench-"))
     os.environ.update(MLHUB_HOME=str(home), MLHUB_SERVE_INGRESS=args.ingress, OMP_NUM_THREADS="1")
@@ -240,77 +338,29 @@ def main() -> None:
         doc = settings.to_document()
         side = {**doc, "serve_replica_cpus": 0.2}  # the other apps fit beside the measured one on 2 CPUs
         apps = {"mlhub-nolog": ({**side, "prediction_log_sample_rate": 0.0}, "/nolog")}
-        if not args.light_only:
+        if "batch" in parts:
             apps["mlhub-nobatch"] = ({**side, "serve_max_batch_size": 1}, "/nb")
+        if "overload" in parts:
             apps["mlhub-overload"] = ({**side, "serve_max_ongoing_requests": 2, "serve_max_queued_requests": 2,
                                        "serve_max_batch_size": 1}, "/ov")
         for name, (app_doc, prefix) in apps.items():
             serve.run(build_app(app_doc), name=name, route_prefix=prefix, blocking=False)
-        serve.run(_bare_app(light.payload, settings.serve_max_batch_size, settings.serve_batch_wait_timeout_s,
-                            settings.serve_replica_cpus, settings.serve_max_ongoing_requests),
-                  name="bare", route_prefix="/bare", blocking=False)
-        for app in (*apps, "bare"):
+        if "light" in parts:
+            serve.run(_bare_app(light.payload, settings.serve_max_batch_size, settings.serve_batch_wait_timeout_s,
+                                settings.serve_replica_cpus, settings.serve_max_ongoing_requests),
+                      name="bare", route_prefix="/bare", blocking=False)
+        for app in (*apps, *(["bare"] if "light" in parts else [])):
             wait_running(app, 180)
-        fport = _free_port()
-        script = home / "plain_fastapi.py"
-        script.write_text(FASTAPI_APP.replace("MODEL_PATH", repr(str(model_file))))
-        fastapi_proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", str(home), "plain_fastapi:app",
-                                         "--port", str(fport), "--log-level", "warning", "--no-access-log"],
-                                        cwd=home, stdin=subprocess.DEVNULL)
-        _wait_port(fport)
         base = f"http://127.0.0.1:{port}"
         row = [0.1] * FEATURES
         auth = {"Authorization": f"Bearer {key}"}
-        targets = {"fastapi": (f"http://127.0.0.1:{fport}/predict", {}),
-                   "bare serve": (f"{base}/bare/predict", {}),
-                   "mlhub": (f"{base}/v1/models/light/predict", auth),
-                   "mlhub, no prediction log": (f"{base}/nolog/models/light/predict", auth)}
-        for url, headers in targets.values():  # warm up: model loads, connections
-            _ready(url, {"inputs": [row]}, headers)
-            _wrk(url, {"inputs": [row]}, headers, 4, 2)
-
-        print(f"light model, {args.repeats} x {args.seconds:.0f} s per side, interleaved...", flush=True)
-        runs = interleaved({f"{name}|{c}": (lambda u=u, h=h, c=c: _wrk(u, {"inputs": [row]}, h, c, args.seconds))
-                            for name, (u, h) in targets.items() for c in (1, args.clients)}, args.repeats)
-        rows = []
-        med = {k: (median([r[0] for r in v]), median([r[1] for r in v]), median([r[2] for r in v]))
-               for k, v in runs.items()}
-        for name in targets:
-            one, many = med[f"{name}|1"], med[f"{name}|{args.clients}"]
-            rows.append([name, f"{many[0]:,.0f}", f"{many[0] / med[f'fastapi|{args.clients}'][0]:.2f}",
-                         f"{many[0] / med[f'bare serve|{args.clients}'][0]:.2f}", f"{one[0]:,.0f}", f"{one[1]:.2f}",
-                         f"{many[1]:.1f}", f"{many[2]:.1f}"])
-        print()
-        print_table(["server", f"req/s @{args.clients}", "vs fastapi", "vs bare serve", "req/s @1", "p50 ms @1",
-                     f"p50 ms @{args.clients}", f"p99 ms @{args.clients}"], rows)
-        print("aims: mlhub >= 0.8 of fastapi, >= 0.85 of bare serve, p50 @1 within 2 ms of bare serve")
-
-        if args.light_only:
-            return
+        if "light" in parts:
+            fastapi_proc = _light(args, home, model_file, base, row, auth)
         heavy_row = {"inputs": [row]}
-        for url in (f"{base}/v1/models/heavy/predict", f"{base}/nb/models/heavy/predict",
-                    f"{base}/ov/models/heavy/predict"):
-            _ready(url, heavy_row, auth)
-            _wrk(url, heavy_row, auth, 4, 2)
-        batch = interleaved({"batched": lambda: _wrk(f"{base}/v1/models/heavy/predict", heavy_row, auth,
-                                                     args.clients, args.seconds)[0],
-                             "unbatched": lambda: _wrk(f"{base}/nb/models/heavy/predict", heavy_row, auth,
-                                                       args.clients, args.seconds)[0]}, args.repeats)
-        b, u = median(batch["batched"]), median(batch["unbatched"])
-        print()
-        print_table(["300-tree forest, 1 row per request", f"req/s @{args.clients}"],
-                    [[f"mlhub, @serve.batch max {settings.serve_max_batch_size}", f"{b:,.0f}"],
-                     ["mlhub, max_batch_size 1", f"{u:,.0f}"], ["ratio (aim >= 3)", f"{b / u:.2f}"]])
-
-        stats = asyncio.run(_overload(f"{base}/ov/models/heavy/predict", {"inputs": [row] * 200}, auth, 64,
-                                      args.seconds))
-        print()
-        table = []
-        for status, lat in sorted(stats.items()):
-            lat.sort()
-            table.append([status, len(lat), f"{lat[len(lat) // 2]:.1f}", f"{lat[min(len(lat) - 1, int(len(lat) * 0.99))]:.1f}"])
-        print_table(["overload: status (64 clients, room for 2 + 2 queued)", "answers", "p50 ms", "p99 ms"], table)
-        print("aim: 503 answers p99 < 50 ms")
+        if "batch" in parts:
+            _batching(args, settings, base, heavy_row, auth)
+        if "overload" in parts:
+            _overloaded(args, f"{base}/ov/models/heavy/predict", row, auth)
         print()
         print(rerun_hint())
     finally:
