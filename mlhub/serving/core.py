@@ -2,8 +2,9 @@
 ``serve_apps/inference.py`` is a thin async shell over :class:`InferenceCore`.
 
 Per request: the bearer key -> tenant (remembered a few seconds), the model name -> the tenant's active
-endpoint -> a version (``name@alias`` resolved per request through a short-lived memory, so a promotion is
-served within ``MLHUB_SERVE_ALIAS_TTL_S`` without a redeploy; a running A/B or canary experiment on the
+endpoint -> a version (``name@alias`` resolved per request through a short-lived memory that is read again
+off the request path, so a promotion is served within ``MLHUB_SERVE_ALIAS_TTL_S`` plus one request, without a
+redeploy, and a database blip does not fail requests; a running A/B or canary experiment on the
 model picks the variant instead), the version -> a loaded :class:`~mlhub.registry.api.ReadyModel` (kept in
 the replica's LRU by ``@serve.multiplexed``, keyed ``"<tenant>:<version id>"``, warmed up on load), the body
 -> rows checked against the version's schema, then a batched predict and a sampled log record.
@@ -16,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +27,7 @@ from sqlalchemy import select
 from mlhub.audit import Principal
 from mlhub.backends import Backends
 from mlhub.config import Settings
-from mlhub.errors import ModelLoadError, NotFoundError
+from mlhub.errors import BackendUnavailable, MlhubError, ModelLoadError, NotFoundError
 from mlhub.registry.api import ReadyModel
 from mlhub.registry.rows import DELETED, VersionInfo, aliases_of
 from mlhub.registry.service import RegistryService
@@ -41,24 +43,76 @@ __all__ = ["InferenceCore", "Target", "TtlMemo", "model_key", "warm_up_rows"]
 
 
 class TtlMemo:
-    """A tiny thread-safe memo with a time-to-live (the replica's short memory of lookups)."""
+    """A small thread-safe memo with a time-to-live (the replica's short memory of lookups).
 
-    def __init__(self, ttl_s: float, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic):
+    With a ``refresher`` (an executor), a known key whose value is older than ``ttl_s`` is answered from memory
+    while the executor reads it again (stale-while-revalidate): the request path never waits on the database
+    for a key it has seen, and a database blip does not fail requests. A refresh that fails because a backend
+    is unavailable keeps the old value, for at most ``stale_s`` past its time-to-live; one that fails with an
+    answer (the endpoint or alias is gone: any other :class:`MlhubError`) forgets the key, so the next request
+    reads it again itself and gets that answer. Without a refresher, an expired value is read again in line."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic, *,
+                 refresher: Executor | None = None, stale_s: float = 60.0) -> None:
         self.ttl_s, self.max_entries, self._clock = ttl_s, max_entries, clock
+        self.stale_s, self._refresher = stale_s, refresher
         self._data: dict[Any, tuple[float, Any]] = {}
+        self._refreshing: set[Any] = set()
         self._lock = threading.Lock()
+        self.refresh_failures = 0
 
     def get(self, key: Any, make: Callable[[], Any]) -> Any:
         now = self._clock()
         hit = self._data.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not None:
+            if hit[0] > now:
+                return hit[1]
+            if self._refresher is not None and now < hit[0] + self.stale_s:
+                self._refresh_later(key, make)
+                return hit[1]
         value = make()
+        self._put(key, value, now)
+        return value
+
+    def _put(self, key: Any, value: Any, now: float) -> None:
         with self._lock:
             if len(self._data) >= self.max_entries:
                 self._data.clear()  # rare; lookups simply repeat
             self._data[key] = (now + self.ttl_s, value)
-        return value
+
+    def _refresh_later(self, key: Any, make: Callable[[], Any]) -> None:
+        with self._lock:
+            if key in self._refreshing:
+                return
+            self._refreshing.add(key)
+        try:
+            self._refresher.submit(self._refresh, key, make)
+        except RuntimeError:  # shut down: the old value stands until it is too old
+            with self._lock:
+                self._refreshing.discard(key)
+
+    def _refresh(self, key: Any, make: Callable[[], Any]) -> None:
+        try:
+            value = make()
+        except BackendUnavailable as exc:
+            self._refresh_failed(key, exc, forget=False)
+        except MlhubError as exc:  # an answer, not an outage: the next request reads it and gets it
+            self._refresh_failed(key, exc, forget=True)
+        except Exception as exc:  # noqa: BLE001 - a driver error is an outage until proven otherwise
+            self._refresh_failed(key, exc, forget=False)
+        else:
+            self._put(key, value, self._clock())
+        finally:
+            with self._lock:
+                self._refreshing.discard(key)
+
+    def _refresh_failed(self, key: Any, exc: Exception, *, forget: bool) -> None:
+        self.refresh_failures += 1
+        if forget:
+            with self._lock:
+                self._data.pop(key, None)
+        else:
+            log.warning("serving from memory: reading %r again failed (%s)", key, getattr(exc, "message", exc))
 
     def clear(self) -> None:
         with self._lock:
@@ -110,8 +164,12 @@ class InferenceCore:
         self.logger = PredictionLogger(db, sample_rate=settings.prediction_log_sample_rate)
         self.router = router if router is not None else _experiment_router(db, settings.serve_alias_ttl_s)
         _preload_model_formats()
-        self._endpoint_memo = TtlMemo(settings.serve_alias_ttl_s)
-        self._version_memo = TtlMemo(settings.serve_alias_ttl_s)
+        # known names are re-read off the request path (one thread), so a promotion shows within the TTL plus
+        # one request, and the event loop never waits on the database for them
+        self._refresher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlhub-serve-refresh")
+        stale_s = max(60.0, 10 * settings.serve_alias_ttl_s)
+        self._endpoint_memo = TtlMemo(settings.serve_alias_ttl_s, refresher=self._refresher, stale_s=stale_s)
+        self._version_memo = TtlMemo(settings.serve_alias_ttl_s, refresher=self._refresher, stale_s=stale_s)
         self.loads = 0
 
     # --- per request -------------------------------------------------------------------------------
@@ -205,6 +263,7 @@ class InferenceCore:
             raise RuntimeError("the prediction log writer thread died")
 
     def close(self) -> None:
+        self._refresher.shutdown(wait=False, cancel_futures=True)
         if self.router is not None:
             self.router.close()
         self.logger.close()
