@@ -1,23 +1,39 @@
-"""HPO trials, A/B experiments, drift monitors with their alerts, and backend health."""
+"""HPO trials, A/B experiments (start and stop them), drift monitors with their alerts (acknowledge and resolve
+them), and backend health. Writes go through the same services, audit and tenant checks as the CLI and REST."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
-from mlhub.errors import NotFoundError
+from mlhub.errors import MlhubError, NotFoundError
 from serve_apps.api_routes.common import MAX_ID
 from serve_apps.ui.runs import thinned
-from serve_apps.ui.web import Pager, UiSession, ctx_of, current_session, render
+from serve_apps.ui.web import (
+    Pager,
+    UiSession,
+    checked_form,
+    ctx_of,
+    current_session,
+    redirect,
+    render,
+    set_flash,
+)
 
 router = APIRouter()
 
 Session = Annotated[UiSession, Depends(current_session)]
 MAX_TRIALS_SHOWN = 1_000
 MAX_REPORTS = 200
+ExperimentRef = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+AlertId = Annotated[int, Path(ge=1, le=MAX_ID)]
+MONITOR_NAME = re.compile(r"^[^/?#\\]{1,256}$")
 
 
 def _number(v):
@@ -61,15 +77,50 @@ def experiments_page(request: Request, session: Session) -> Response:
     return render(request, "experiments.html", session=session, title="Experiments", pager=pager)
 
 
-@router.get("/experiments/{ref}")
-def experiment_page(request: Request, session: Session,
-                    ref: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]) -> Response:
-    ctx = ctx_of(request)
+def _experiment_ref(ref: str) -> str:
     if ref.isdigit() and int(ref) > MAX_ID:
         raise NotFoundError(f"experiment {ref!r} not found")
+    return ref
+
+
+@router.get("/experiments/{ref}")
+def experiment_page(request: Request, session: Session, ref: ExperimentRef) -> Response:
+    ctx = ctx_of(request)
+    ref = _experiment_ref(ref)
     report = ctx.experiments.status(session.principal, ref)
     return render(request, "experiment.html", session=session, title=f"Experiment {report.experiment.name}",
                   report=report)
+
+
+async def _write(request: Request, back: str, call, done: str) -> Response:
+    """Run a service call off the event loop, then 303 to ``back`` with ``done`` (formatted with the call's
+    result as ``info``) or the refusal as a flash message."""
+    response = redirect(request, back)
+    try:
+        info = await run_in_threadpool(call)
+        set_flash(response, request, "ok", done.format(info=info))
+    except MlhubError as exc:
+        set_flash(response, request, "error", exc.message)
+    return response
+
+
+async def _experiment_write(request: Request, session: UiSession, ref: str, action: str) -> Response:
+    await checked_form(request, session)
+    method = getattr(ctx_of(request).experiments, action)
+    return await _write(request, f"/experiments/{quote(ref, safe='')}",
+                        lambda: method(session.principal, _experiment_ref(ref)), "experiment {info.name}: {info.status}")
+
+
+@router.post("/experiments/{ref}/start")
+async def experiment_start(request: Request, session: Session, ref: ExperimentRef) -> Response:
+    """draft -> running (refused while another experiment runs on the model)."""
+    return await _experiment_write(request, session, ref, "start")
+
+
+@router.post("/experiments/{ref}/stop")
+async def experiment_stop(request: Request, session: Session, ref: ExperimentRef) -> Response:
+    """running or draft -> stopped: the router stops routing by it within its refresh time."""
+    return await _experiment_write(request, session, ref, "stop")
 
 
 @router.get("/monitors")
@@ -101,6 +152,30 @@ def monitor_page(request: Request, session: Session, name: Annotated[str, Path(m
                   if a.id in raised or a.data.get("monitor") == name][:100]
     return render(request, "monitor.html", session=session, title=f"Monitor {name}", monitor=monitor,
                   reports=list(reversed(reports))[:25], traces=list(series.values()), alerts=alerts)
+
+
+async def _alert_write(request: Request, session: UiSession, alert_id: int, action: str) -> Response:
+    form = await checked_form(request, session)
+    monitor = form.get("monitor", "")  # back to the monitor page it was shown on
+    alerts = ctx_of(request).monitoring.alerts
+
+    def call():
+        if alerts is None:
+            raise NotFoundError(f"alert {alert_id} not found")
+        return getattr(alerts, action)(session.principal, alert_id)
+
+    back = f"/monitors/{quote(monitor, safe='')}" if MONITOR_NAME.match(monitor) else "/monitors"
+    return await _write(request, back, call, "alert {info.id}: {info.status}")
+
+
+@router.post("/alerts/{alert_id}/ack")
+async def alert_ack(request: Request, session: Session, alert_id: AlertId) -> Response:
+    return await _alert_write(request, session, alert_id, "ack")
+
+
+@router.post("/alerts/{alert_id}/resolve")
+async def alert_resolve(request: Request, session: Session, alert_id: AlertId) -> Response:
+    return await _alert_write(request, session, alert_id, "resolve")
 
 
 @router.get("/health")

@@ -488,3 +488,79 @@ def test_image_artifacts_are_served_to_their_tenant_only(ui):
     other = TestClient(ui.app, follow_redirects=False)
     other.post("/ui/login", data={"api_key": ui.other_key})
     assert other.get(f"/ui/artifacts/{image.id}").status_code == 404
+
+
+def _alert(ui, monitor: str, principal=None) -> int:
+    """An open alert of ``monitor`` (as the drift rule writes it), for the buttons to act on."""
+    from mlhub.store.models import Alert, AlertRule
+    from mlhub.store.types import utcnow
+
+    who = principal or ui.me
+    monitor_id = ui.ctx.monitoring.get_monitor(who, monitor).id
+    with ui.db.tenant_scope(who.tenant_id) as s:
+        rule = AlertRule(tenant_id=who.tenant_id, name=f"{monitor}-drifted", kind="drift", monitor_id=monitor_id)
+        s.add(rule)
+        s.flush()
+        alert = Alert(tenant_id=who.tenant_id, rule_id=rule.id, dedup_key=f"drift:{monitor}", severity="critical",
+                      message="age drifted", data={"monitor": monitor}, last_seen_at=utcnow())
+        s.add(alert)
+        s.flush()
+        return alert.id
+
+
+def test_alerts_are_acknowledged_and_resolved_from_the_monitor_page_through_the_audit(ui):
+    from mlhub.audit import AuditLog
+
+    ui.version("churn", {})
+    ui.ctx.monitoring.create_monitor(ui.me, "churn-drift", "churn")
+    alert_id = _alert(ui, "churn-drift")
+    ui.login()
+    page = ui.client.get("/ui/monitors/churn-drift").text
+    assert f'action="/ui/alerts/{alert_id}/ack"' in page and f'action="/ui/alerts/{alert_id}/resolve"' in page
+    token = ui.csrf("/ui/monitors/churn-drift")
+    r = ui.client.post(f"/ui/alerts/{alert_id}/ack", data={"csrf_token": token, "monitor": "churn-drift"})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/monitors/churn-drift"
+    assert ui.ctx.monitoring.alerts.list_alerts(ui.me)[0].status == "acknowledged"
+    page = ui.client.get("/ui/monitors/churn-drift").text
+    assert "acknowledged" in page and f"/alerts/{alert_id}/ack" not in page  # only resolve is left
+    ui.client.post(f"/ui/alerts/{alert_id}/resolve", data={"csrf_token": token, "monitor": "churn-drift"})
+    assert ui.ctx.monitoring.alerts.list_alerts(ui.me)[0].status == "resolved"
+    r = ui.client.post(f"/ui/alerts/{alert_id}/resolve", data={"csrf_token": token, "monitor": "churn-drift"})
+    assert "already resolved" in ui.client.get(r.headers["location"]).text  # the refusal comes back as a flash
+    actions = [e.action for e in AuditLog(ui.db).list(ui.me, action="alert.", limit=50)]
+    assert "alert.ack" in actions and "alert.resolve" in actions
+    # a redirect target that is not a monitor name goes to the monitors list, never elsewhere
+    r = ui.client.post(f"/ui/alerts/{alert_id}/ack", data={"csrf_token": token, "monitor": "//evil.example/x"})
+    assert r.headers["location"] == "/ui/monitors"
+
+
+def test_another_tenants_alert_cannot_be_touched_and_writes_need_the_csrf_token(ui):
+    ui.version("theirs", {}, principal=ui.other)
+    ui.ctx.monitoring.create_monitor(ui.other, "their-drift", "theirs")
+    alert_id = _alert(ui, "their-drift", principal=ui.other)
+    ui.login()
+    r = ui.client.post(f"/ui/alerts/{alert_id}/ack", data={"monitor": "their-drift"})
+    assert r.status_code == 403
+    r = ui.client.post(f"/ui/alerts/{alert_id}/ack", data={"csrf_token": ui.csrf(), "monitor": "their-drift"})
+    assert "not found" in ui.client.get(r.headers["location"]).text
+    assert ui.ctx.monitoring.alerts.list_alerts(ui.other)[0].status == "open"
+
+
+def test_an_experiment_is_started_and_stopped_from_its_page(ui):
+    from mlhub.domain.routing import VariantSpec
+
+    ui.version("churn", {}), ui.version("churn", {})
+    ui.ctx.experiments.create(ui.me, "churn-ab", "churn", [VariantSpec("control", 1), VariantSpec("treatment", 2)])
+    ui.login()
+    page = ui.client.get("/ui/experiments/churn-ab").text
+    assert 'id="start-form"' in page and 'id="stop-form"' in page
+    token = ui.csrf("/ui/experiments/churn-ab")
+    r = ui.client.post("/ui/experiments/churn-ab/start", data={"csrf_token": token})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/experiments/churn-ab"
+    assert ui.ctx.experiments.status(ui.me, "churn-ab").experiment.status == "running"
+    assert "churn-ab: running" in ui.client.get(r.headers["location"]).text
+    r = ui.client.post("/ui/experiments/churn-ab/start", data={"csrf_token": token})  # refused: it runs already
+    assert "only a draft can start" in ui.client.get(r.headers["location"]).text
+    ui.client.post("/ui/experiments/churn-ab/stop", data={"csrf_token": token})
+    assert ui.ctx.experiments.status(ui.me, "churn-ab").experiment.status == "stopped"
+    assert ui.client.post("/ui/experiments/churn-ab/delete", data={"csrf_token": token}).status_code == 404
