@@ -102,7 +102,6 @@ class TrialRecorder:
         self.started_here: set[str] = set()
         self.stopping: set[str] = set()
         self.placement_groups: set[str] = set()  # the trials' groups, recorded for the orchestrator to free
-        self.pg_recorded: set[str] = set()
         self.last_flush = 0.0
 
     def _trial(self, trial_id: str, config: dict[str, Any]) -> TrialUpdate:
@@ -125,8 +124,11 @@ class TrialRecorder:
     def result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
         u = self._trial(trial_id, config)
         metrics = metrics_of(result)
-        if isinstance(result.get(PG_KEY), str):
-            self.placement_groups.add(result[PG_KEY])
+        pg_hex = result.get(PG_KEY)
+        if isinstance(pg_hex, str) and pg_hex not in self.placement_groups:  # recorded once, at first sight
+            record_placement_groups(self.ctx.settings.ray_storage_path, self.ctx.tenant_id, self.ctx.job_id,
+                                    [pg_hex])
+            self.placement_groups.add(pg_hex)
         it = int(result.get(EPOCH_KEY) or result.get("training_iteration") or u.iterations + 1)
         u.status, u.metrics, u.iterations = "running", metrics, it
         u.points.extend(MetricPoint(k, v, it - 1) for k, v in metrics.items())
@@ -175,11 +177,6 @@ class TrialRecorder:
                      self.spec.name, updates)
         self.dirty.clear()
         self.ctx.progress(self.summary(), force=True)
-        new = self.placement_groups - self.pg_recorded
-        if new:
-            record_placement_groups(self.ctx.settings.ray_storage_path, self.ctx.tenant_id, self.ctx.job_id,
-                                    sorted(new))
-            self.pg_recorded |= new
 
 
 class RecorderCallback(tune.Callback):

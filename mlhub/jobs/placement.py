@@ -64,22 +64,24 @@ def record_current_placement_group(storage_path: str, tenant_id: str, job_id: in
     return pg_hex if record_placement_groups(storage_path, tenant_id, job_id, [pg_hex]) else None
 
 
+def _listed(fs: Any, folder: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+
+
 def recorded_placement_groups(storage_path: str, tenant_id: str, job_id: int) -> list[str]:
     """The placement groups recorded for a job (sorted hex ids)."""
     where = _location(storage_path, tenant_id, job_id)
-    if where is None:
-        return []
-    import pyarrow.fs as pafs
-
-    fs, folder = where
-    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-    return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+    return [] if where is None else _listed(*where)
 
 
 def release_placement_groups(storage_path: str, tenant_id: str, job_id: int) -> int:
     """Remove the recorded placement groups of a job that still exist, then the records; returns how many
     groups were removed."""
-    recorded = recorded_placement_groups(storage_path, tenant_id, job_id)
+    where = _location(storage_path, tenant_id, job_id)
+    recorded = [] if where is None else _listed(*where)
     if not recorded:
         return 0
     import ray
@@ -96,9 +98,9 @@ def release_placement_groups(storage_path: str, tenant_id: str, job_id: int) -> 
                 removed += 1
             except Exception as exc:  # noqa: BLE001 - best effort: a group may go away on its own meanwhile
                 log.warning("could not remove placement group %s of job %s: %s", pg_hex, job_id, exc)
-    fs, folder = _location(storage_path, tenant_id, job_id)
+    fs, folder = where
     try:
         fs.delete_dir(folder)
-    except (FileNotFoundError, OSError) as exc:
+    except OSError as exc:  # FileNotFoundError included
         log.warning("could not delete the placement-group records of job %s: %s", job_id, exc)
     return removed

@@ -93,26 +93,17 @@ class TtlMemo:
 
     def _refresh(self, key: Any, make: Callable[[], Any]) -> None:
         try:
-            value = make()
-        except BackendUnavailable as exc:
-            self._refresh_failed(key, exc, forget=False)
-        except MlhubError as exc:  # an answer, not an outage: the next request reads it and gets it
-            self._refresh_failed(key, exc, forget=True)
-        except Exception as exc:  # noqa: BLE001 - a driver error is an outage until proven otherwise
-            self._refresh_failed(key, exc, forget=False)
-        else:
-            self._put(key, value, self._clock())
+            self._put(key, make(), self._clock())
+        except Exception as exc:  # noqa: BLE001 - the refresh thread must survive anything
+            self.refresh_failures += 1
+            if isinstance(exc, MlhubError) and not isinstance(exc, BackendUnavailable):
+                with self._lock:  # an answer, not an outage: the next request reads it again and gets it
+                    self._data.pop(key, None)
+            else:  # an outage (or a driver error): the old value stands until it is too old
+                log.warning("serving from memory: reading %r again failed (%s)", key, getattr(exc, "message", exc))
         finally:
             with self._lock:
                 self._refreshing.discard(key)
-
-    def _refresh_failed(self, key: Any, exc: Exception, *, forget: bool) -> None:
-        self.refresh_failures += 1
-        if forget:
-            with self._lock:
-                self._data.pop(key, None)
-        else:
-            log.warning("serving from memory: reading %r again failed (%s)", key, getattr(exc, "message", exc))
 
     def clear(self) -> None:
         with self._lock:

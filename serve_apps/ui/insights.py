@@ -10,9 +10,8 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
-from mlhub.errors import MlhubError, NotFoundError
+from mlhub.errors import NotFoundError
 from serve_apps.api_routes.common import MAX_ID
 from serve_apps.ui.runs import thinned
 from serve_apps.ui.web import (
@@ -21,9 +20,8 @@ from serve_apps.ui.web import (
     checked_form,
     ctx_of,
     current_session,
-    redirect,
     render,
-    set_flash,
+    write_and_redirect,
 )
 
 router = APIRouter()
@@ -92,23 +90,12 @@ def experiment_page(request: Request, session: Session, ref: ExperimentRef) -> R
                   report=report)
 
 
-async def _write(request: Request, back: str, call, done: str) -> Response:
-    """Run a service call off the event loop, then 303 to ``back`` with ``done`` (formatted with the call's
-    result as ``info``) or the refusal as a flash message."""
-    response = redirect(request, back)
-    try:
-        info = await run_in_threadpool(call)
-        set_flash(response, request, "ok", done.format(info=info))
-    except MlhubError as exc:
-        set_flash(response, request, "error", exc.message)
-    return response
-
-
 async def _experiment_write(request: Request, session: UiSession, ref: str, action: str) -> Response:
     await checked_form(request, session)
     method = getattr(ctx_of(request).experiments, action)
-    return await _write(request, f"/experiments/{quote(ref, safe='')}",
-                        lambda: method(session.principal, _experiment_ref(ref)), "experiment {info.name}: {info.status}")
+    return await write_and_redirect(request, f"/experiments/{quote(ref, safe='')}",
+                                    lambda: method(session.principal, _experiment_ref(ref)),
+                                    lambda info: f"experiment {info.name}: {info.status}")
 
 
 @router.post("/experiments/{ref}/start")
@@ -165,7 +152,7 @@ async def _alert_write(request: Request, session: UiSession, alert_id: int, acti
         return getattr(alerts, action)(session.principal, alert_id)
 
     back = f"/monitors/{quote(monitor, safe='')}" if MONITOR_NAME.match(monitor) else "/monitors"
-    return await _write(request, back, call, "alert {info.id}: {info.status}")
+    return await write_and_redirect(request, back, call, lambda info: f"alert {info.id}: {info.status}")
 
 
 @router.post("/alerts/{alert_id}/ack")

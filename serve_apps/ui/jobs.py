@@ -20,6 +20,7 @@ from serve_apps.ui.web import (
     redirect,
     render,
     set_flash,
+    write_and_redirect,
 )
 
 router = APIRouter()
@@ -106,13 +107,10 @@ def job_live(request: Request, session: Session, job_id: JobId) -> JSONResponse:
 @router.post("/jobs/{job_id}/cancel")
 async def cancel(request: Request, session: Session, job_id: JobId) -> Response:
     await checked_form(request, session)
-    response = redirect(request, f"/jobs/{job_id}")
-    try:
-        info = await run_in_threadpool(ctx_of(request).jobs.cancel, session.principal, job_id)
-        set_flash(response, request, "ok", f"job {job_id}: {'cancelled' if info.state == 'cancelled' else 'cancel requested'}")
-    except MlhubError as exc:
-        set_flash(response, request, "error", exc.message)
-    return response
+    jobs = ctx_of(request).jobs
+    return await write_and_redirect(
+        request, f"/jobs/{job_id}", lambda: jobs.cancel(session.principal, job_id),
+        lambda info: f"job {job_id}: {'cancelled' if info.state == 'cancelled' else 'cancel requested'}")
 
 
 @router.post("/jobs/{job_id}/retry")

@@ -15,6 +15,7 @@ import base64
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from mlhub import __version__
 from mlhub.audit import Principal
@@ -193,6 +195,19 @@ def _take_flash(request: Request) -> dict[str, Any] | None:
 def redirect(request: Request, path: str) -> RedirectResponse:
     """303 to ``path`` below the console (``/jobs``)."""
     return RedirectResponse(f"{base(request)}{path}", status_code=303)
+
+
+async def write_and_redirect(request: Request, back: str, call: Callable[[], Any],
+                             done: Callable[[Any], str]) -> RedirectResponse:
+    """A console write: run the service ``call`` off the event loop, then 303 to ``back`` with ``done(result)``
+    as the flash message, or the refusal's message (any :class:`MlhubError`)."""
+    response = redirect(request, back)
+    try:
+        info = await run_in_threadpool(call)
+        set_flash(response, request, "ok", done(info))
+    except MlhubError as exc:
+        set_flash(response, request, "error", exc.message)
+    return response
 
 
 def render(request: Request, template: str, *, session: UiSession | None, status_code: int = 200,
