@@ -21,6 +21,8 @@ def _describe(info) -> str:
     parts = [f"job {info.id} {info.name}", info.state]
     if info.attempt > 1:
         parts.append(f"attempt {info.attempt}/{info.max_attempts}")
+    if info.state in (JobState.QUEUED, JobState.RETRYING) and p.get("waiting"):
+        parts.append(str(p["waiting"]))
     if "epoch" in p:
         parts.append(f"epoch {p['epoch']}/{p.get('epochs', '?')}")
     for k, v in (p.get("metrics") or {}).items():
@@ -44,7 +46,8 @@ def follow_job(hub, job_id: int, *, json_: bool = False, timeout: float | None =
 
         def update(i) -> None:
             nonlocal hinted
-            if i.state == JobState.QUEUED and not hinted and time.monotonic() - waiting_since > QUEUED_HINT_S:
+            if (i.state == JobState.QUEUED and not hinted and not (i.progress or {}).get("waiting")
+                    and time.monotonic() - waiting_since > QUEUED_HINT_S):
                 hinted = True
                 bar.console.print(f"job {i.id} is still queued after {QUEUED_HINT_S:.0f} s: is the orchestrator "
                                   "running (`mlhub start`), and does the cluster have room for it?")

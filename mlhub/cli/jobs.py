@@ -266,7 +266,9 @@ def jobs(state: str | None = typer.Option(None, "--state", help="Only jobs in th
         return
     for r in rows:
         r["_style"] = _STATE_STYLE.get(r["state"])
-    print_table(rows, ["id", "queue", "name", "priority", "state", "attempt", "created_at", "finished_at", "error"],
+        waiting = (r.get("progress") or {}).get("waiting") if r["state"] in ("queued", "retrying") else None
+        r["note"] = r.get("error") or waiting  # a failure's error, or why a queued job waits
+    print_table(rows, ["id", "queue", "name", "priority", "state", "attempt", "created_at", "finished_at", "note"],
                 "jobs")
 
 

@@ -28,7 +28,10 @@ Rules, in the order they apply:
    ``running / concurrency`` (counting this call's selections); ties go to the queue whose next job is
    the oldest, then to the queue name. So one queue cannot take the whole global cap while another waits.
 5. **Resources:** if a tenant's next job in a queue does not fit the free resources, that tenant is
-   skipped in that queue for this call (its smaller, lower-ranked jobs do not jump the line: rule 2);
+   skipped in that queue for this call. An *elastic* job (``Candidate.unit`` set: an HPO search, whose demand is
+   ``max_concurrent_trials`` times one trial's) fits when one ``unit`` does; it is selected with the largest
+   whole number of units that fit (at most its ``demand``), and the returned candidate carries that grant as
+   its ``demand``. Otherwise the tenant is skipped (its smaller, lower-ranked jobs do not jump the line: rule 2);
    other tenants and queues still go. Big jobs therefore wait for room: no resources are reserved for
    them, so a steady stream of small jobs from other tenants can keep them waiting.
 
@@ -40,10 +43,11 @@ into one heap per (queue, tenant), tenants into one heap per queue, queues into 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-__all__ = ["Candidate", "ClusterState", "Demand", "DispatchPolicy", "QueuePolicy", "select_for_dispatch"]
+__all__ = ["Candidate", "ClusterState", "Demand", "DispatchPolicy", "QueuePolicy", "select_for_dispatch", "units_in"]
 
 # Resources are floats (fractional CPUs): allow rounding error when adding demands up.
 _EPS = 1e-9
@@ -60,16 +64,44 @@ class Demand:
         """Whether this demand fits ``free``; ``None`` means unknown, and everything fits."""
         return free is None or (self.cpus <= free.cpus + _EPS and self.gpus <= free.gpus + _EPS)
 
+    def times(self, n: int) -> Demand:
+        return Demand(cpus=self.cpus * n, gpus=self.gpus * n)
+
+    def minus(self, other: Demand) -> Demand:
+        return Demand(cpus=self.cpus - other.cpus, gpus=self.gpus - other.gpus)
+
+
+def units_in(unit: Demand, room: Demand) -> int:
+    """How many whole ``unit`` fit in ``room`` (a unit of no resources: as many as you like)."""
+    counts = [math.floor((have + _EPS) / need) for need, have in ((unit.cpus, room.cpus), (unit.gpus, room.gpus))
+              if need > _EPS]
+    return max(0, min(counts)) if counts else 1 << 30
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A queued job as the dispatcher sees it. ``id`` is monotonic, so a lower id was queued earlier."""
+    """A queued job as the dispatcher sees it. ``id`` is monotonic, so a lower id was queued earlier.
+
+    ``unit``: for an elastic job, the step its demand scales by (one HPO trial); it can start with any whole
+    number of units from one up to ``demand``."""
 
     id: int
     tenant_id: str
     queue: str
     priority: int
     demand: Demand = field(default_factory=Demand)
+    unit: Demand | None = None
+
+    @property
+    def start_demand(self) -> Demand:
+        """The least it can start with: one unit of an elastic job, else its whole demand."""
+        return self.demand if self.unit is None else self.unit
+
+    def grant(self, free: Demand | None) -> Demand:
+        """What it would hold if started now with ``free`` resources (``None``: unknown, its whole demand)."""
+        if self.unit is None or free is None or self.demand.fits_in(free):
+            return self.demand
+        return self.unit.times(min(units_in(self.unit, free), units_in(self.unit, self.demand)))
 
 
 @dataclass(frozen=True)
@@ -154,7 +186,7 @@ def select_for_dispatch(
         theap = tenants[q]
         # Drop tenants that can take nothing more in this call: at their cap (counts only grow within a
         # call), or whose next job does not fit (free resources only shrink within a call).
-        while theap and (at_cap(theap[0][2]) or not jobs[(q, theap[0][2])][0][3].demand.fits_in(free)):
+        while theap and (at_cap(theap[0][2]) or not jobs[(q, theap[0][2])][0][3].start_demand.fits_in(free)):
             heapq.heappop(theap)
         if not theap:
             continue  # nothing left to start in this queue
@@ -166,12 +198,15 @@ def select_for_dispatch(
         in_queue, _, t = heapq.heappop(theap)
         entries = jobs[(q, t)]
         job = heapq.heappop(entries)[3]
+        granted = job.grant(free)
+        if granted != job.demand:
+            job = replace(job, demand=granted)
         selected.append(job)
         budget -= 1
         q_running[q] += 1
         t_running[t] = t_running.get(t, 0) + 1
         if free is not None:
-            free = Demand(free.cpus - job.demand.cpus, free.gpus - job.demand.gpus)
+            free = free.minus(job.demand)
 
         if entries:
             heapq.heappush(theap, (in_queue + 1, entries[0][1], t))
@@ -194,23 +229,24 @@ class RunningJob:
 
 def choose_victims(waiting: Candidate, free: Demand, running: Iterable[RunningJob], preemptible: frozenset[str],
                    *, min_running_s: float = 0.0) -> list[int]:
-    """The running jobs to preempt so that ``waiting`` fits, or ``[]`` when it fits already or cannot be made
-    to fit by preempting only lower-priority jobs of preemptible queues.
+    """The running jobs to preempt so that ``waiting`` can start (an elastic job: with one unit), or ``[]`` when
+    it can already or cannot be made to by preempting only lower-priority jobs of preemptible queues.
 
     Victims are taken lowest priority first, then the most recently started (least work lost), and only as
     many as needed. A job that has run less than ``min_running_s`` is spared, so a queue does not thrash.
     """
-    if waiting.demand.fits_in(free):
+    need = waiting.start_demand
+    if need.fits_in(free):
         return []
     pool = sorted((r for r in running if r.queue in preemptible and r.priority < waiting.priority
                    and r.running_s >= min_running_s), key=lambda r: (r.priority, r.running_s))
     cpus, gpus = free.cpus, free.gpus
     victims: list[int] = []
     for r in pool:
-        if waiting.demand.fits_in(Demand(cpus, gpus)):
+        if need.fits_in(Demand(cpus, gpus)):
             break
         if r.demand.cpus <= _EPS and r.demand.gpus <= _EPS:
             continue  # frees nothing
         victims.append(r.id)
         cpus, gpus = cpus + r.demand.cpus, gpus + r.demand.gpus
-    return victims if waiting.demand.fits_in(Demand(cpus, gpus)) else []
+    return victims if need.fits_in(Demand(cpus, gpus)) else []

@@ -267,11 +267,17 @@ def _scaled(res: dict[str, Any], n: int) -> dict[str, Any]:
 def job_demand(spec: Any) -> dict[str, Any] | None:
     """What a job that fans out holds while it runs, for the orchestrator's admission; ``None`` when the job
     is one process with ``spec.resources``. The row gets ``driver: true``: its own Ray task then takes 0 CPUs
-    and the Train workers, Tune trials, evaluation shard tasks or Ray Data actors it starts claim these resources."""
+    and the Train workers, Tune trials, evaluation shard tasks or Ray Data actors it starts claim these resources.
+    An HPO job's row also gets ``unit`` (one trial) and ``scales: max_concurrent_trials``: the orchestrator may
+    start it with fewer concurrent trials when the whole demand does not fit (Serve replicas hold part of the
+    cluster, say), setting that spec field of the attempt to the number that fits."""
     if isinstance(spec, TrainingSpec) and spec.framework in DISTRIBUTED_FRAMEWORKS:
         return {**_scaled(worker_resources(spec), spec.num_workers), "driver": True}
-    if isinstance(spec, HpoSpec):
-        return {**_scaled(worker_resources(spec.trainer), spec.max_concurrent_trials), "driver": True}
+    if isinstance(spec, HpoSpec):  # elastic: it can start with fewer concurrent trials (one unit each)
+        trial = worker_resources(spec.trainer)
+        return {**_scaled(trial, spec.max_concurrent_trials), "driver": True,
+                "unit": {k: float(trial.get(k, 0.0)) for k in ("num_cpus", "num_gpus")},
+                "scales": "max_concurrent_trials"}
     if isinstance(spec, EvaluationSpec) and spec.num_workers > 1:  # one shard task per worker, `resources` each
         return {**_scaled(spec.resources.model_dump(exclude_none=True), spec.num_workers), "driver": True}
     if isinstance(spec, BatchPredictionSpec) and spec.num_workers > 1:  # Ray Data actors, `resources` each
@@ -352,7 +358,9 @@ class HpoSpec(_JobBase):
     metric: str = Field(..., min_length=1, max_length=128, description="the reported metric trials are ranked by")
     mode: Literal["min", "max"] = Field("max", description="whether a lower or a higher metric is better")
     num_samples: int = Field(10, ge=1, le=10_000, description="trials (random, optuna); unused by grid")
-    max_concurrent_trials: int = Field(2, ge=1, le=1024, description="trials running at once")
+    max_concurrent_trials: int = Field(2, ge=1, le=1024, description="trials running at once; a search starts "
+                                       "with fewer (at least one) when only fewer fit beside the cluster's other "
+                                       "work")
     search: Literal["random", "grid", "optuna"] = Field("random", description="random draws, every grid "
                                                         "combination once, or Optuna's TPE")
     scheduler: Literal["none", "asha", "hyperband", "pbt", "median"] = Field(

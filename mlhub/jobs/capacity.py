@@ -2,7 +2,8 @@
 
 The orchestrator writes the Ray cluster's total CPUs and GPUs whenever they change (and at least every few
 minutes); ``JobService.submit`` reads them and refuses a job whose demand (for a distributed job: all its
-workers, for an HPO job: all its concurrent trials) exceeds the whole cluster. When nothing recent is known
+workers, for an HPO job: one trial, since it may run fewer trials at a time than it asks) exceeds the whole
+cluster. When nothing recent is known
 (no orchestrator yet, or it has been away a long time), jobs are accepted and the orchestrator fails one that
 turns out too big when it would claim it.
 """
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from mlhub.domain.queueing import Demand
 from mlhub.errors import ValidationError
+from mlhub.jobs.store import demand_of, unit_of
 from mlhub.store.models import ClusterCapacity
 from mlhub.store.types import utcnow
 
@@ -49,12 +51,11 @@ def check(session: Session, rows: Iterable[dict[str, Any]]) -> None:
     problems = []
     for row in rows:
         res = row.get("resources") or {}
-        cpus, gpus = float(res.get("num_cpus", 1.0)), float(res.get("num_gpus", 0.0))
-        if cpus > cap.cpus + 1e-9 or gpus > cap.gpus + 1e-9:
-            what = "its workers" if res.get("driver") else "it"
-            problems.append(f"job {row['name']!r}: {what} need {cpus:g} CPUs and {gpus:g} GPUs, but the cluster has "
-                            f"{cap.cpus:g} CPUs and {cap.gpus:g} GPUs in all (as of "
-                            f"{cap.updated_at:%Y-%m-%d %H:%M} UTC); lower num_workers, max_concurrent_trials or "
-                            "the resources per worker")
+        need = unit_of(res) or demand_of(res)  # an HPO search can start with one trial (fewer at a time)
+        if not need.fits_in(Demand(cap.cpus, cap.gpus)):
+            what = "each of its trials needs" if unit_of(res) else "its workers need" if res.get("driver") else "it needs"
+            problems.append(f"job {row['name']!r}: {what} {need.cpus:g} CPUs and {need.gpus:g} GPUs, but the "
+                            f"cluster has {cap.cpus:g} CPUs and {cap.gpus:g} GPUs in all (as of "
+                            f"{cap.updated_at:%Y-%m-%d %H:%M} UTC); lower num_workers or the resources per worker")
     if problems:
         raise ValidationError("; ".join(problems), details={"errors": problems})

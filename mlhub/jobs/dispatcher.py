@@ -8,6 +8,8 @@ attempts, dispatch what the policy and the cluster allow, and record finished at
 
 Short single-process jobs take the *executor lane* (:mod:`mlhub.jobs.lane`): batches of them run one process
 each. Lower-priority jobs of preemptible queues make room for waiting ones (:mod:`mlhub.jobs.preemption`).
+The job next in line that cannot start is told why (:mod:`mlhub.jobs.waiting`). An HPO search whose trials do
+not all fit starts with as many as do (``Candidate.unit``, :func:`mlhub.jobs.launching.scaled_down`).
 
 The Ray specifics live behind :class:`Launcher`, so this logic is tested without Ray.
 """
@@ -42,10 +44,12 @@ from mlhub.jobs.launching import (
     NullMetrics,
     candidate_of,
     claimed_from_row,
+    scaled_down,
 )
 from mlhub.jobs.preemption import PREEMPTED_BACKOFF_S, Preemption
 from mlhub.jobs.service import job_row
 from mlhub.jobs.store import ClaimedJob
+from mlhub.jobs.waiting import Waiting
 from mlhub.store.database import Database
 from mlhub.store.types import utcnow
 
@@ -62,7 +66,7 @@ METRICS_EXPORT_S = 0.5
 
 
 
-class Dispatcher(ExecutorLane, Preemption):
+class Dispatcher(ExecutorLane, Preemption, Waiting):
     def __init__(self, db: Database, launcher: Launcher, policy: DispatchPolicy, *, owner: str,
                  metrics: Metrics | None = None, rand: Callable[[], float] = random.random,
                  wake: threading.Event | None = None, idle_poll_s: float = 0.1,
@@ -83,6 +87,8 @@ class Dispatcher(ExecutorLane, Preemption):
         self.prefetch = prefetch
         self.preempt_after_s = preempt_after_s
         self._last_preempt_check = 0.0
+        self._notes: dict[int, str] = {}  # the waiting notes written (mlhub.jobs.waiting)
+        self._last_notes_at = 0.0
         self._recent_duration_s = SHORT_JOB_S  # until measured: an exponentially weighted mean
         self._last_metrics = 0.0
         self._changes = 0  # bumped whenever an attempt starts or ends, or jobs are claimed
@@ -97,7 +103,7 @@ class Dispatcher(ExecutorLane, Preemption):
         self._last_full = 0.0
         self._last_cancel_check = 0.0
         self._others: Demand | None = None
-        self._other_samples: list[Demand] = []
+        self._other_sample: tuple[float, Demand] | None = None  # (when, what others held) at the last refresh
         self._free_at = 0.0
         self._total: Demand | None = None
         self._recorded_total: Demand | None = None
@@ -162,6 +168,7 @@ class Dispatcher(ExecutorLane, Preemption):
         launched = self._dispatch()
         if not launched:
             self._maybe_preempt()
+            self._note_waiting()
         finished = self._collect(BUSY_POLL_S if self.running else 0.0)
         if not launched and not finished and not self.running and not self._recording:
             self.wake.wait(self.idle_poll_s)
@@ -225,7 +232,8 @@ class Dispatcher(ExecutorLane, Preemption):
         Our own usage is tracked exactly (launch takes, finish gives back). What others use (Serve
         replicas, other drivers) comes from Ray's availability report, which lags a finished task by up to
         a heartbeat: taking the smaller of the last two samples keeps a stale report from blocking the
-        queue until the next refresh.
+        queue until the next refresh. A sample from before an idle spell is not used: Serve replicas deployed
+        meanwhile would go unseen until the next refresh.
         """
         now = time.monotonic()
         if now - self._free_at > RESOURCE_REFRESH_S:
@@ -237,8 +245,9 @@ class Dispatcher(ExecutorLane, Preemption):
                 ours = self._in_flight()
                 sample = Demand(cpus=max(0.0, total.cpus - available.cpus - ours.cpus),
                                 gpus=max(0.0, total.gpus - available.gpus - ours.gpus))
-                last = self._other_samples[-1] if self._other_samples else sample
-                self._other_samples = [last, sample]
+                recent = self._other_sample is not None and now - self._other_sample[0] < 3 * RESOURCE_REFRESH_S
+                last = self._other_sample[1] if recent else sample
+                self._other_sample = (now, sample)
                 self._others = Demand(cpus=min(last.cpus, sample.cpus), gpus=min(last.gpus, sample.gpus))
                 self._total = total
                 self._record_capacity(total)
@@ -328,6 +337,10 @@ class Dispatcher(ExecutorLane, Preemption):
                 continue
             self.ready.remove(job)
             taken.add(job.id)
+            if c.unit is not None and c.demand != store.demand_of(job.resources):
+                job = scaled_down(job, c.demand)
+                log.info("job %s starts with %s of its %s %s: that is what the cluster has room for now", job.id,
+                         job.resources["granted"], job.resources["asked"], job.resources["scales"])
             if self._launch(job):
                 launched += 1
         if taken:
@@ -372,7 +385,7 @@ class Dispatcher(ExecutorLane, Preemption):
         total = self._total
         if total is None:
             return set()
-        big = [c for c in eligible if c.demand.cpus > total.cpus or c.demand.gpus > total.gpus]
+        big = [c for c in eligible if not c.start_demand.fits_in(total)]
         if not big:
             return set()
         with self.db.scheduler_scope() as s:
@@ -562,6 +575,9 @@ def _schedule_spec(sched):
 
 
 def _fmt(resources: dict[str, Any]) -> str:
+    unit = store.unit_of(resources)
+    if unit is not None:
+        return f"{unit.cpus:g} CPUs and {unit.gpus:g} GPUs for each of its {resources.get('scales')}"
     return f"{resources.get('num_cpus', 1)} CPUs and {resources.get('num_gpus', 0)} GPUs"
 
 

@@ -3,10 +3,10 @@ fakes in tests), and its record of each running attempt and batch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from mlhub.domain.queueing import Candidate, Demand
+from mlhub.domain.queueing import Candidate, Demand, units_in
 from mlhub.jobs import store
 from mlhub.jobs.store import ClaimedJob
 from mlhub.store.models import Job
@@ -70,7 +70,24 @@ def claimed_from_row(row: Job) -> ClaimedJob:
 
 def candidate_of(job: ClaimedJob) -> Candidate:
     return Candidate(id=job.id, tenant_id=job.tenant_id, queue=job.queue, priority=priority_of(job),
-                     demand=store.demand_of(job.resources))
+                     demand=store.demand_of(job.resources), unit=store.unit_of(job.resources))
+
+
+def scaled_down(job: ClaimedJob, granted: Demand) -> ClaimedJob:
+    """The attempt of an elastic job started with ``granted`` (whole units, less than its demand): the spec
+    field its demand scales by (``max_concurrent_trials``) set to the number of units, its resources to match.
+    The job's row keeps what was asked for; ``asked`` and ``granted`` in the attempt's resources say both."""
+    unit, field_name = store.unit_of(job.resources), job.resources.get("scales")
+    if unit is None or not isinstance(field_name, str):
+        return job
+    n, asked = max(1, units_in(unit, granted)), job.spec.get(field_name)
+    res = {**job.resources, "num_cpus": unit.cpus * n, "num_gpus": unit.gpus * n, "asked": asked, "granted": n}
+    if isinstance(asked, int) and asked > 0:  # per-unit amounts scale the same way
+        if res.get("memory_mb"):
+            res["memory_mb"] = int(res["memory_mb"]) * n // asked
+        if res.get("custom"):
+            res["custom"] = {k: float(v) * n / asked for k, v in res["custom"].items()}
+    return replace(job, spec={**job.spec, field_name: n}, resources=res)
 
 
 def priority_of(job: ClaimedJob) -> int:
@@ -81,4 +98,4 @@ def priority_of(job: ClaimedJob) -> int:
 
 
 __all__ = ["Attempt", "Batch", "LaneLauncher", "Launcher", "Metrics", "NullMetrics", "candidate_of", "claimed_from_row",
-           "priority_of"]
+           "priority_of", "scaled_down"]

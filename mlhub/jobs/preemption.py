@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
-from mlhub.domain.queueing import Demand, RunningJob, choose_victims, select_for_dispatch
+from mlhub.domain.queueing import RunningJob, choose_victims, select_for_dispatch
 from mlhub.jobs import store
 from mlhub.jobs.launching import Batch, candidate_of, priority_of
 from mlhub.store.types import utcnow
@@ -43,8 +43,8 @@ class Preemption:
         # state.free stays None: the jobs the caps allow, in the order the policy would start them
         chosen = select_for_dispatch(eligible, state, self.policy)
         for c in chosen:
-            if c.demand.fits_in(free):
-                free = Demand(free.cpus - c.demand.cpus, free.gpus - c.demand.gpus)
+            if c.start_demand.fits_in(free):
+                free = free.minus(c.grant(free))
                 continue
             now = time.monotonic()
             running = [RunningJob(a.job.id, a.job.queue, priority_of(a.job), store.demand_of(a.job.resources),

@@ -121,6 +121,11 @@ def _run(ctx: AttemptContext, job: dict[str, Any]) -> dict[str, Any]:
         spec = parse_spec(job["spec"])
         print(f"[mlhub] job {ctx.job_id} attempt {ctx.attempt}: {spec.kind} {spec.name!r} started "
               f"(pid {os.getpid()})", flush=True)
+        res = job.get("resources") or {}
+        if res.get("granted"):
+            print(f"[mlhub] the cluster has room for {res['granted']} of the {res.get('asked')} "
+                  f"{res.get('scales')} asked for (other Ray work, such as Serve replicas, holds the rest): "
+                  f"this attempt runs with {res['granted']}", flush=True)
         result = _handlers()[spec.kind](ctx, spec)
         print(f"[mlhub] job {ctx.job_id} attempt {ctx.attempt} succeeded in "
               f"{time.perf_counter() - started:.2f} s", flush=True)

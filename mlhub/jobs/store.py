@@ -77,6 +77,12 @@ def demand_of(resources: dict[str, Any]) -> Demand:
     return Demand(cpus=float(resources.get("num_cpus", 1.0)), gpus=float(resources.get("num_gpus", 0.0)))
 
 
+def unit_of(resources: dict[str, Any]) -> Demand | None:
+    """An elastic job's step (one HPO trial: :func:`mlhub.domain.specs.job_demand`), else None."""
+    unit = resources.get("unit") if resources.get("scales") else None
+    return None if not isinstance(unit, dict) else demand_of({"num_cpus": 0.0, **unit})
+
+
 def notify(session: Session) -> None:
     """Wake the orchestrator (PostgreSQL LISTEN/NOTIFY; delivered at commit). SQLite relies on polling."""
     if session.get_bind().dialect.name == "postgresql":
@@ -139,7 +145,8 @@ def pending_candidates(session: Session, *, after_id: int = 0, now: datetime | N
          .where(Job.state.in_(PENDING), Job.id > after_id, Job.cancel_requested.is_(False))
          .order_by(Job.id).limit(limit))
     return [(Candidate(id=r.id, tenant_id=r.tenant_id, queue=r.queue, priority=r.priority,
-                       demand=demand_of(r.resources)), r.not_before) for r in session.execute(q)]
+                       demand=demand_of(r.resources), unit=unit_of(r.resources)), r.not_before)
+            for r in session.execute(q)]
 
 
 def running_jobs(session: Session) -> list[Job]:
@@ -155,7 +162,7 @@ def claim(session: Session, job_ids: list[int], owner: str) -> list[ClaimedJob]:
         update(Job)
         .where(Job.id.in_(job_ids), Job.state.in_(PENDING), Job.cancel_requested.is_(False))
         .values(state=JobState.RUNNING.value, attempt=Job.attempt + 1, lease_owner=owner, started_at=now,
-                not_before=None, updated_at=now)
+                not_before=None, updated_at=now, progress=None)
         .returning(Job.id, Job.tenant_id, Job.queue, Job.kind, Job.name, Job.attempt, Job.spec, Job.resources,
                    Job.created_at)
     ).all()
@@ -203,6 +210,14 @@ def reject_stale(session: Session, job_id: int, attempt: int, what: str) -> None
     if job is not None:
         add_event(session, job.tenant_id, job_id, attempt, "warning",
                   message=f"stale {what} rejected: job is at attempt {job.attempt} ({job.state})")
+
+
+def set_waiting(session: Session, notes: dict[int, str]) -> None:
+    """Why each of these queued jobs waits (:mod:`mlhub.jobs.waiting`), as ``progress = {"waiting": note}``;
+    a job that has meanwhile left the queue is left alone."""
+    for job_id, note in notes.items():
+        session.execute(update(Job).where(Job.id == job_id, Job.state.in_(PENDING))
+                        .values(progress={"waiting": note}))
 
 
 def cancel_requested_running(session: Session) -> list[tuple[int, int]]:

@@ -49,6 +49,28 @@ def test_a_job_bigger_than_the_recorded_cluster_is_refused_at_submit(db):
     assert jobs.submit(principal, torch_job("stale-ok", 3)).state == "queued"
 
 
+def search(name: str, trials: int, trial_cpus: float) -> object:
+    return parse_spec({"kind": "hpo", "name": name, "metric": "val_loss", "mode": "min",
+                       "max_concurrent_trials": trials,
+                       "trainer": {"name": f"{name}-m", "framework": "baseline", "model": "logistic",
+                                   "resources": {"num_cpus": trial_cpus},
+                                   "dataset": {"source": "sklearn", "name": "iris"}},
+                       "search_space": {"lr": {"type": "loguniform", "low": 1e-3, "high": 1.0}}})
+
+
+def test_a_search_is_judged_by_one_trial_since_it_may_run_fewer_at_a_time(db):
+    svc = TenantService(db)
+    principal = svc.authenticate(svc.create_tenant(f"t-{uuid.uuid4().hex[:8]}")[1])
+    with db.scheduler_scope() as s:
+        capacity.record(s, Demand(cpus=2, gpus=0))
+    jobs = JobService(db)
+    job = jobs.submit(principal, search("eight-at-once", 8, 1))  # 8 CPUs in all: it starts with 2 trials
+    assert job.state == "queued" and job.resources["unit"] == {"num_cpus": 1.0, "num_gpus": 0.0}
+    with pytest.raises(ValidationError) as err:
+        jobs.submit(principal, search("fat-trials", 2, 3))
+    assert "each of its trials needs 3 CPUs" in err.value.message and "cluster has 2 CPUs" in err.value.message
+
+
 def test_the_orchestrator_records_the_cluster_size_that_submit_judges_by(db):
     from mlhub.domain.queueing import DispatchPolicy, QueuePolicy
     from mlhub.jobs.dispatcher import Dispatcher

@@ -189,6 +189,74 @@ def test_a_job_bigger_than_the_cluster_fails_at_once(db):
     assert launcher.launched == []
 
 
+def hpo(name: str, trials: int) -> object:
+    return parse_spec({"kind": "hpo", "name": name, "metric": "val_loss", "mode": "min",
+                       "max_concurrent_trials": trials,
+                       "trainer": {"name": f"{name}-m", "framework": "baseline", "model": "logistic",
+                                   "dataset": {"source": "sklearn", "name": "iris"}},
+                       "search_space": {"lr": {"type": "loguniform", "low": 1e-3, "high": 1.0}}})
+
+
+def torch_job(name: str, workers: int) -> object:
+    return parse_spec({"kind": "training", "name": name, "framework": "torch", "model": "mlp",
+                       "dataset": {"source": "sklearn", "name": "iris"}, "num_workers": workers})
+
+
+def tick_until(d: Dispatcher, predicate, timeout: float = 5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        d.tick()
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    pytest.fail("the dispatcher never got there")
+
+
+def test_a_search_whose_trials_do_not_all_fit_starts_with_those_that_do(db):
+    # `mlhub start` on a 2-CPU machine: Serve replicas hold 0.6 CPUs, so 2 one-CPU trials never fit at once
+    p = tenant(db)
+    job = JobService(db).submit(p, hpo("search", 2))
+    launcher = FakeLauncher(cpus=2, others=0.6)
+    d = Dispatcher(db, launcher, policy(), owner="test", idle_poll_s=0)
+    started = tick_until(d, lambda: launcher.launched)[0]
+    assert started.spec["max_concurrent_trials"] == 1  # the attempt runs one trial at a time ...
+    assert (started.resources["num_cpus"], started.resources["granted"], started.resources["asked"]) == (1.0, 1, 2)
+    with db.scheduler_scope(readonly=True) as s:  # ... while the job keeps what its owner asked for
+        row = s.get(Job, job.id)
+        assert (row.spec["max_concurrent_trials"], row.resources["num_cpus"]) == (2, 2.0)
+    assert state_of(db, p, job.id).state == "running"
+
+    # the attempt holds what it was granted: a one-CPU job cannot start beside it (0.4 left) ...
+    second = JobService(db).submit(p, diag("one-cpu", resources={"num_cpus": 1}))
+    drain(d, 5)
+    assert [j.id for j in launcher.launched] == [job.id]
+    launcher.finish(job.id)  # ... until the search ends
+    tick_until(d, lambda: second.id in [j.id for j in launcher.launched])
+
+
+def test_a_job_that_cannot_start_is_told_why_and_the_note_goes_when_it_starts(db):
+    p = tenant(db)
+    jobs = JobService(db)
+    wide = jobs.submit(p, torch_job("wide", 2))  # 2 workers: fits the cluster, not beside the Serve replicas
+    launcher = FakeLauncher(cpus=2, others=0.6)
+    d = Dispatcher(db, launcher, policy(), owner="test", idle_poll_s=0)
+    note = tick_until(d, lambda: (state_of(db, p, wide.id).progress or {}).get("waiting"))
+    assert state_of(db, p, wide.id).state == "queued" and launcher.launched == []
+    assert "needs 2 CPUs" in note and "1.4 CPUs of the cluster's 2 CPUs are free" in note, note
+    assert "Serve replicas, holds 0.6 CPUs" in note and "cannot start while" in note and "MLHUB_SERVE_REPLICA_CPUS" in note
+
+    # a job that only waits for a running one is told that, without the advice
+    launcher.others = 0.0
+    tick_until(d, lambda: launcher.launched)
+    behind = jobs.submit(p, diag("behind"))
+    note = tick_until(d, lambda: (state_of(db, p, behind.id).progress or {}).get("waiting"), timeout=8)
+    assert "needs 1 CPUs; 0 CPUs of the cluster's 2 CPUs are free" in note and "cannot start" not in note, note
+    launcher.finish(wide.id)
+    tick_until(d, lambda: behind.id in [j.id for j in launcher.launched])
+    assert state_of(db, p, behind.id).progress is None  # claimed: the note is gone
+    assert state_of(db, p, wide.id).progress is None
+
+
 @pytest.mark.postgres
 def test_ten_thousand_jobs_of_three_tenants_follow_priority_and_fair_share(fresh_pg_url):
     db = Database(fresh_pg_url)

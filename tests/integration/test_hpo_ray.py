@@ -68,6 +68,34 @@ def test_asha_search_records_trials_and_registers_the_best_with_lineage(hub):
     assert version.metrics["log_loss"] == pytest.approx(result["metrics"]["log_loss"])
 
 
+@ray.remote(num_cpus=0.6)
+class _Holder:
+    """Holds CPUs the way the Serve replicas that `mlhub start` deploys do (inference 0.5 + API 0.1)."""
+
+    def ping(self) -> bool:
+        return True
+
+
+def test_a_search_starts_with_the_trials_that_fit_beside_serve_replicas(hub):
+    # 2 CPUs, 0.6 held: 2 concurrent 1-CPU trials never fit. The search must start with one, not wait for ever.
+    holder = _Holder.remote()
+    try:
+        ray.get(holder.ping.remote(), timeout=60)
+        time.sleep(2)  # the orchestrator's picture of the cluster is refreshed on demand, from recent samples
+        job = hub.tune(search("beside-serve", epochs=3, num_samples=3))
+        try:
+            info = job.wait(timeout=120)
+        except (TimeoutError, JobFailed):
+            pytest.fail(f"{job.status()}\n{job.logs()[-4000:]}")
+    finally:
+        ray.kill(holder)
+    assert info.result["trials"] == 3 and info.result["model_version"] == 1
+    assert {t.status for t in hub.trials(job.id)} == {"terminated"}
+    logs = job.logs()
+    assert "room for 1 of the 2 max_concurrent_trials asked for" in logs and "3 trials, 1 at a time" in logs, logs
+    assert info.resources["num_cpus"] == 2.0  # the job keeps what was asked for
+
+
 def _trial_actor_pids() -> set[int]:
     return {a["Pid"] for a in ray._private.state.actors().values()
             if a.get("ActorClassName", "").startswith(("ImplicitFunc", "wrap_function")) and a.get("State") == "ALIVE"}

@@ -36,6 +36,15 @@ def test_submit_read_cancel_and_clean_from_the_cli(capsys, mlhub_home):
     assert (info["state"], info["queue"], info["priority"]) == ("queued", "training", 50)
     rc, out, _ = run(capsys, "status", "--json")
     assert json.loads(out) == {"training": {"queued": 1}, "evaluation": {"queued": 1}}
+    # why a queued job waits (the orchestrator's note) is in the list's note column
+    from mlhub.jobs import store
+
+    db0 = Database(load_settings().effective_database_url)
+    with db0.scheduler_scope() as s:
+        store.set_waiting(s, {train: "waiting for resources: needs 2 CPUs"})
+    db0.dispose()
+    rc, out, _ = run(capsys, "jobs")
+    assert rc == 0 and "note" in out and "waiting for resources: needs 2 CPUs" in out, out
     rc, out, _ = run(capsys, "cancel", str(diag))
     assert rc == 0 and f"job {diag} cancelled" in out
     rc, out, _ = run(capsys, "jobs", "--state", "cancelled", "--json")

@@ -24,8 +24,9 @@ class BatchHandle:
 
 class FakeLauncher:
     def __init__(self, *, cpus: float = 2.0, auto: Callable[[ClaimedJob], dict[str, Any] | None] | None = None,
-                 lane: bool = False):
+                 lane: bool = False, others: float = 0.0):
         self.cpus = cpus
+        self.others = others  # CPUs that Ray work other than the jobs holds (Serve replicas, say)
         self.auto = auto
         self.supports_lane = lane
         self.launched: list[ClaimedJob] = []
@@ -101,7 +102,7 @@ class FakeLauncher:
 
     def free_resources(self) -> Demand:
         used = sum(float(j.resources.get("num_cpus", 1.0)) for j in self._live.values())  # tasks and batches
-        return Demand(cpus=self.cpus - used, gpus=0.0)
+        return Demand(cpus=self.cpus - self.others - used, gpus=0.0)
 
     def total_resources(self) -> Demand:
         return Demand(cpus=self.cpus, gpus=0.0)

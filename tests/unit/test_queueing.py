@@ -457,3 +457,55 @@ def test_choose_victims_takes_the_fewest_lowest_priority_jobs_that_make_room():
     assert choose_victims(big, Demand(0, 0), running, pre) == []
     gpu = Candidate(id=11, tenant_id="t", queue="training", priority=100, demand=Demand(0, 1))
     assert choose_victims(gpu, Demand(2, 0), running, pre) == []
+
+
+# --- elastic jobs (an HPO search: max_concurrent_trials x one trial) ------------------------------------
+
+
+def search_job(id: int, trials: int, per_trial: Demand, tenant: str = "a", priority: int = 0) -> Candidate:
+    return Candidate(id=id, tenant_id=tenant, queue="hpo", priority=priority, demand=per_trial.times(trials),
+                     unit=per_trial)
+
+
+def test_an_elastic_job_starts_with_the_trials_that_fit_and_carries_its_grant():
+    # 2 CPUs, of which Serve replicas hold 0.6: a search of 2 x 1-CPU trials starts with one
+    selected = select_for_dispatch([search_job(1, 2, Demand(1))], running([], free=Demand(cpus=1.4)), policy())
+    assert ids(selected) == [1] and selected[0].demand == Demand(1) and selected[0].unit == Demand(1)
+    # all of them when they fit, never more than asked for
+    assert select_for_dispatch([search_job(1, 2, Demand(1))], running([], free=Demand(8)), policy())[0].demand \
+        == Demand(2)
+    # 0.5-CPU trials, 5 asked, 1.6 free: three
+    assert select_for_dispatch([search_job(1, 5, Demand(0.5))], running([], free=Demand(1.6)), policy())[0].demand \
+        == Demand(1.5)
+    # GPUs bound it as well: 3 trials of 1 CPU + 1 GPU with 2 GPUs free
+    assert select_for_dispatch([search_job(1, 3, Demand(1, 1))], running([], free=Demand(8, 2)),
+                               policy())[0].demand == Demand(2, 2)
+
+
+def test_an_elastic_job_waits_when_not_even_one_unit_fits_and_the_next_jobs_see_what_it_took():
+    assert select_for_dispatch([search_job(1, 2, Demand(1))], running([], free=Demand(0.9)), policy()) == []
+    queued = [search_job(1, 4, Demand(1)), job(2, "b", queue="training", cpus=1)]
+    selected = select_for_dispatch(queued, running([], free=Demand(2.5)), policy())
+    # both queues are empty: the older job (the search) goes first and takes the 2 whole CPUs; 0.5 is left
+    assert [(c.id, c.demand) for c in selected] == [(1, Demand(2))]
+    assert [(c.id, c.demand) for c in select_for_dispatch(queued, running([], free=Demand(5)), policy())] == \
+        [(1, Demand(4)), (2, Demand(1))]
+
+
+def test_units_in_counts_whole_units_with_rounding_slack():
+    from mlhub.domain.queueing import units_in
+
+    assert units_in(Demand(0.1), Demand(0.3)) == 3  # 0.3 / 0.1 is 2.9999999999999996 in floats
+    assert units_in(Demand(1, 1), Demand(4, 1)) == 1
+    assert units_in(Demand(1), Demand(-0.5)) == 0
+    assert units_in(Demand(0, 0), Demand(1)) > 1000  # needs nothing: no bound
+
+
+def test_choose_victims_makes_room_for_one_unit_of_an_elastic_job():
+    from mlhub.domain.queueing import RunningJob, choose_victims
+
+    waiting = search_job(9, 4, Demand(1), priority=50)
+    low = [RunningJob(1, "training", -50, Demand(1), running_s=100), RunningJob(2, "training", -50, Demand(1),
+                                                                                   running_s=90)]
+    assert choose_victims(waiting, Demand(0.4), low, frozenset({"training"})) == [2]  # one trial's room, not four
+    assert choose_victims(waiting, Demand(1), low, frozenset({"training"})) == []  # it can start already

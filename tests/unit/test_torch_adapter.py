@@ -113,7 +113,8 @@ def test_distributed_jobs_ask_for_all_their_workers_and_a_free_driver():
     hpo = parse_spec({"kind": "hpo", "name": "h", "trainer": sk.model_dump(mode="json", exclude_none=True),
                       "search_space": {"max_depth": {"type": "randint", "low": 2, "high": 8}},
                       "metric": "val_accuracy", "max_concurrent_trials": 2})
-    assert job_demand(hpo) == {"num_cpus": 2.0, "num_gpus": 0.0, "driver": True}
+    assert job_demand(hpo) == {"num_cpus": 2.0, "num_gpus": 0.0, "driver": True,  # elastic: one trial a unit
+                               "unit": {"num_cpus": 1.0, "num_gpus": 0.0}, "scales": "max_concurrent_trials"}
 
 
 def test_custom_code_entrypoints_are_checked(tmp_path):
