@@ -37,6 +37,8 @@ def trials_table(info, trials) -> Table:
     caption = f"job {info.job_id} {info.name}: {info.state}"
     if p.get("trials") is not None:
         caption += f"; {p.get('done', 0)}/{p['trials']} trials done, {p.get('running', 0)} running"
+    elif p.get("waiting") and info.state in ("queued", "retrying"):
+        caption += f"; {p['waiting']}"
     table = Table(title=f"trials ({info.metric}, {info.mode})", caption=caption)
     for col in ("trial", "status", "params", info.metric, "epochs"):
         table.add_column(col, overflow="fold")

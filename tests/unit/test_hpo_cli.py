@@ -81,3 +81,20 @@ def test_plot_of_a_job_that_is_not_a_search_is_refused(search, tmp_path, capsys)
     assert "not an HPO search" in capsys.readouterr().err
     assert main(["hpo", "trials", "9999"]) != 0
     assert "job 9999 not found" in capsys.readouterr().err
+
+
+def test_the_live_table_of_a_queued_search_says_why_it_waits():
+    from rich.console import Console
+
+    from mlhub.cli.hpo import trials_table
+    from mlhub.hpo.trials import SearchInfo
+
+    def caption(state: str, progress: dict | None) -> str:
+        out = Console(width=300, record=True)
+        out.print(trials_table(SearchInfo(3, "s", state, "val_loss", "min", (), progress), []))
+        return " ".join(out.export_text().split())  # the caption wraps at the table's width
+
+    note = "waiting for resources: needs 1 CPUs"
+    assert f"job 3 s: queued; {note}" in caption("queued", {"waiting": note})
+    assert note not in caption("running", {"waiting": note})  # a stale note is never shown once it runs
+    assert "1/4 trials done, 2 running" in caption("running", {"trials": 4, "done": 1, "running": 2})
