@@ -28,10 +28,7 @@ Rules, in the order they apply:
    ``running / concurrency`` (counting this call's selections); ties go to the queue whose next job is
    the oldest, then to the queue name. So one queue cannot take the whole global cap while another waits.
 5. **Resources:** if a tenant's next job in a queue does not fit the free resources, that tenant is
-   skipped in that queue for this call. An *elastic* job (``Candidate.unit`` set: an HPO search, whose demand is
-   ``max_concurrent_trials`` times one trial's) fits when one ``unit`` does; it is selected with the largest
-   whole number of units that fit (at most its ``demand``), and the returned candidate carries that grant as
-   its ``demand``. Otherwise the tenant is skipped (its smaller, lower-ranked jobs do not jump the line: rule 2);
+   skipped in that queue for this call (its smaller, lower-ranked jobs do not jump the line: rule 2);
    other tenants and queues still go. Big jobs therefore wait for room: no resources are reserved for
    them, so a steady stream of small jobs from other tenants can keep them waiting.
 
@@ -82,8 +79,9 @@ def units_in(unit: Demand, room: Demand) -> int:
 class Candidate:
     """A queued job as the dispatcher sees it. ``id`` is monotonic, so a lower id was queued earlier.
 
-    ``unit``: for an elastic job, the step its demand scales by (one HPO trial); it can start with any whole
-    number of units from one up to ``demand``."""
+    ``unit``: for an elastic job, the step its demand scales by (one HPO trial: ``demand`` is
+    ``max_concurrent_trials`` units); it can run with any whole number of units from one up to ``demand``
+    (:meth:`capped`)."""
 
     id: int
     tenant_id: str
@@ -97,11 +95,14 @@ class Candidate:
         """The least it can start with: one unit of an elastic job, else its whole demand."""
         return self.demand if self.unit is None else self.unit
 
-    def grant(self, free: Demand | None) -> Demand:
-        """What it would hold if started now with ``free`` resources (``None``: unknown, its whole demand)."""
-        if self.unit is None or free is None or self.demand.fits_in(free):
-            return self.demand
-        return self.unit.times(min(units_in(self.unit, free), units_in(self.unit, self.demand)))
+    def capped(self, room: Demand | None) -> Candidate:
+        """An elastic job asking for more units than ``room`` could ever hold, cut to the units that fit (at
+        least one); any other job, or one that fits, as it is. ``room`` is what the jobs can have at most, not
+        what is free now: a job cut to what is free would run smaller for good because of a job about to end."""
+        if self.unit is None or room is None or self.demand.fits_in(room):
+            return self
+        n = max(1, min(units_in(self.unit, room), units_in(self.unit, self.demand)))
+        return replace(self, demand=self.unit.times(n))
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def select_for_dispatch(
         theap = tenants[q]
         # Drop tenants that can take nothing more in this call: at their cap (counts only grow within a
         # call), or whose next job does not fit (free resources only shrink within a call).
-        while theap and (at_cap(theap[0][2]) or not jobs[(q, theap[0][2])][0][3].start_demand.fits_in(free)):
+        while theap and (at_cap(theap[0][2]) or not jobs[(q, theap[0][2])][0][3].demand.fits_in(free)):
             heapq.heappop(theap)
         if not theap:
             continue  # nothing left to start in this queue
@@ -198,9 +199,6 @@ def select_for_dispatch(
         in_queue, _, t = heapq.heappop(theap)
         entries = jobs[(q, t)]
         job = heapq.heappop(entries)[3]
-        granted = job.grant(free)
-        if granted != job.demand:
-            job = replace(job, demand=granted)
         selected.append(job)
         budget -= 1
         q_running[q] += 1
@@ -229,13 +227,13 @@ class RunningJob:
 
 def choose_victims(waiting: Candidate, free: Demand, running: Iterable[RunningJob], preemptible: frozenset[str],
                    *, min_running_s: float = 0.0) -> list[int]:
-    """The running jobs to preempt so that ``waiting`` can start (an elastic job: with one unit), or ``[]`` when
-    it can already or cannot be made to by preempting only lower-priority jobs of preemptible queues.
+    """The running jobs to preempt so that ``waiting`` fits, or ``[]`` when it fits already or cannot be made
+    to fit by preempting only lower-priority jobs of preemptible queues.
 
     Victims are taken lowest priority first, then the most recently started (least work lost), and only as
     many as needed. A job that has run less than ``min_running_s`` is spared, so a queue does not thrash.
     """
-    need = waiting.start_demand
+    need = waiting.demand
     if need.fits_in(free):
         return []
     pool = sorted((r for r in running if r.queue in preemptible and r.priority < waiting.priority

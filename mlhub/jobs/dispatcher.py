@@ -8,21 +8,23 @@ attempts, dispatch what the policy and the cluster allow, and record finished at
 
 Short single-process jobs take the *executor lane* (:mod:`mlhub.jobs.lane`): batches of them run one process
 each. Lower-priority jobs of preemptible queues make room for waiting ones (:mod:`mlhub.jobs.preemption`).
-The job next in line that cannot start is told why (:mod:`mlhub.jobs.waiting`). An HPO search whose trials do
-not all fit starts with as many as do (``Candidate.unit``, :func:`mlhub.jobs.launching.scaled_down`).
+The job next in line that cannot start is told why (:mod:`mlhub.jobs.waiting`). An HPO search whose trials could
+never all run beside the other Ray work (Serve replicas) runs with as many as can (``Candidate.unit``,
+:meth:`Dispatcher._room`, :func:`mlhub.jobs.launching.scaled_down`).
 
 The Ray specifics live behind :class:`Launcher`, so this logic is tested without Ray.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import queue
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -60,6 +62,8 @@ SYNC_S = 0.1  # without a notification (SQLite, or a lost LISTEN connection): po
 SCHEDULE_CHECK_S = 0.5
 CANCEL_CHECK_S = 0.25
 RESOURCE_REFRESH_S = 0.5
+STEADY_S = 10.0  # other Ray work held this long counts as there to stay (see Dispatcher._room) ...
+STEADY_GAP_S = 3.0  # ... when watched without a longer gap between two looks
 BUSY_POLL_S = 0.02
 SHORT_JOB_S = 1.0
 METRICS_EXPORT_S = 0.5
@@ -71,7 +75,7 @@ class Dispatcher(ExecutorLane, Preemption, Waiting):
                  metrics: Metrics | None = None, rand: Callable[[], float] = random.random,
                  wake: threading.Event | None = None, idle_poll_s: float = 0.1,
                  background_writes: bool = False, prefetch: int = 0, preempt_after_s: float = 10.0,
-                 lane: bool | None = None) -> None:
+                 lane: bool | None = None, steady_s: float = STEADY_S) -> None:
         self.db = db
         self.launcher = launcher
         self.policy = policy
@@ -104,6 +108,8 @@ class Dispatcher(ExecutorLane, Preemption, Waiting):
         self._last_cancel_check = 0.0
         self._others: Demand | None = None
         self._other_sample: tuple[float, Demand] | None = None  # (when, what others held) at the last refresh
+        self._other_history: deque[tuple[float, Demand]] = deque()  # the samples of the last steady_s
+        self.steady_s = steady_s
         self._free_at = 0.0
         self._total: Demand | None = None
         self._recorded_total: Demand | None = None
@@ -173,8 +179,10 @@ class Dispatcher(ExecutorLane, Preemption, Waiting):
         if not launched and not finished and not self.running and not self._recording:
             self.wake.wait(self.idle_poll_s)
             self.wake.clear()
-        if time.monotonic() - self._recorded_at > capacity.REFRESH_EVERY.total_seconds():
-            self._free_resources()  # an idle cluster's size is recorded too, for submit's check
+        if self.running or self.pending or time.monotonic() - self._recorded_at > capacity.REFRESH_EVERY.total_seconds():
+            # while work runs or waits, the picture is kept fresh (every RESOURCE_REFRESH_S): _room needs it
+            # unbroken; an idle cluster's size is recorded too, for submit's check
+            self._free_resources()
         if time.monotonic() - self._last_metrics > METRICS_EXPORT_S:
             self._last_metrics = time.monotonic()
             self._export_metrics()
@@ -248,6 +256,10 @@ class Dispatcher(ExecutorLane, Preemption, Waiting):
                 recent = self._other_sample is not None and now - self._other_sample[0] < 3 * RESOURCE_REFRESH_S
                 last = self._other_sample[1] if recent else sample
                 self._other_sample = (now, sample)
+                history = self._other_history
+                history.append((now, sample))
+                while len(history) > 1 and now - history[1][0] >= self.steady_s:
+                    history.popleft()  # keep the last sample from before the window: it shows how far back we see
                 self._others = Demand(cpus=min(last.cpus, sample.cpus), gpus=min(last.gpus, sample.gpus))
                 self._total = total
                 self._record_capacity(total)
@@ -256,6 +268,27 @@ class Dispatcher(ExecutorLane, Preemption, Waiting):
         ours = self._in_flight()
         return Demand(cpus=self._total.cpus - self._others.cpus - ours.cpus,
                       gpus=self._total.gpus - self._others.gpus - ours.gpus)
+
+    def _room(self) -> Demand | None:
+        """The most mlhub's jobs can hold together: the cluster's total less what other Ray work (Serve
+        replicas, say) has held throughout the last ``steady_s`` (the least of those samples, so that work about
+        to end, or a report that lags, does not count); None when unknown."""
+        history = self._other_history
+        if self._total is None or not history or time.monotonic() - history[0][0] < self.steady_s:
+            return None  # not watched long enough (just started, or back from an idle spell): cut nothing yet
+        if any(b[0] - a[0] > STEADY_GAP_S for a, b in itertools.pairwise(history)):
+            return None  # a gap in the watch (an idle spell inside the window): wait for a continuous one
+        cpus = min(d.cpus for _, d in history)
+        gpus = min(d.gpus for _, d in history)
+        return Demand(cpus=self._total.cpus - cpus, gpus=self._total.gpus - gpus)
+
+    def _capped(self, candidates: list[Candidate]) -> list[Candidate]:
+        """HPO searches whose trials could never all run beside the other Ray work, cut to the trials that can
+        (:meth:`Candidate.capped`); they then wait, like any job, until that much is free."""
+        if not any(c.unit is not None for c in candidates):
+            return candidates
+        room = self._room()
+        return [c.capped(room) if c.unit is not None else c for c in candidates]
 
     def _record_capacity(self, total: Demand) -> None:
         """Keep the cluster's size in the store (when it changes, and every few minutes) for submit's check."""
@@ -325,7 +358,7 @@ class Dispatcher(ExecutorLane, Preemption, Waiting):
         state = self._counts(self._slots())
         state.free = self._free_resources()
         by_id = {j.id: j for j in self.ready}
-        chosen = select_for_dispatch([candidate_of(j) for j in self.ready], state, self.policy)
+        chosen = select_for_dispatch(self._capped([candidate_of(j) for j in self.ready]), state, self.policy)
         self._ready_blocked_at = None if chosen else self._changes
         launched = 0
         taken: set[int] = set()
@@ -339,8 +372,8 @@ class Dispatcher(ExecutorLane, Preemption, Waiting):
             taken.add(job.id)
             if c.unit is not None and c.demand != store.demand_of(job.resources):
                 job = scaled_down(job, c.demand)
-                log.info("job %s starts with %s of its %s %s: that is what the cluster has room for now", job.id,
-                         job.resources["granted"], job.resources["asked"], job.resources["scales"])
+                log.info("job %s starts with %s of its %s %s: that is what fits beside the other Ray work",
+                         job.id, job.resources["granted"], job.resources["asked"], job.resources["scales"])
             if self._launch(job):
                 launched += 1
         if taken:
@@ -358,7 +391,7 @@ class Dispatcher(ExecutorLane, Preemption, Waiting):
         now = utcnow()
         eligible = [c for c, nb in self.pending.values() if nb is None or nb <= now]
         too_big = self._too_big(eligible)
-        eligible = [c for c in eligible if c.id not in too_big]
+        eligible = self._capped([c for c in eligible if c.id not in too_big])
         if not eligible:
             return False
         state = self._counts(self._slots() + self.ready)

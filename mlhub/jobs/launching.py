@@ -69,8 +69,12 @@ def claimed_from_row(row: Job) -> ClaimedJob:
 
 
 def candidate_of(job: ClaimedJob) -> Candidate:
+    """The job as the policy sees it; an attempt started smaller (:func:`scaled_down`) asks for all it
+    asked for again."""
+    unit, asked = store.unit_of(job.resources), job.resources.get("asked")
+    demand = unit.times(asked) if unit is not None and isinstance(asked, int) else store.demand_of(job.resources)
     return Candidate(id=job.id, tenant_id=job.tenant_id, queue=job.queue, priority=priority_of(job),
-                     demand=store.demand_of(job.resources), unit=store.unit_of(job.resources))
+                     demand=demand, unit=unit)
 
 
 def scaled_down(job: ClaimedJob, granted: Demand) -> ClaimedJob:

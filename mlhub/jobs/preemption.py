@@ -33,7 +33,7 @@ class Preemption:
         and resume from their last checkpoint when they run again."""
         now_utc = utcnow()
         eligible = [c for c, nb in self.pending.values() if nb is None or nb <= now_utc]
-        eligible += [candidate_of(j) for j in self.ready]
+        eligible = self._capped(eligible + [candidate_of(j) for j in self.ready])
         if not eligible:
             return []
         free = self._free_resources()
@@ -43,8 +43,8 @@ class Preemption:
         # state.free stays None: the jobs the caps allow, in the order the policy would start them
         chosen = select_for_dispatch(eligible, state, self.policy)
         for c in chosen:
-            if c.start_demand.fits_in(free):
-                free = free.minus(c.grant(free))
+            if c.demand.fits_in(free):
+                free = free.minus(c.demand)
                 continue
             now = time.monotonic()
             running = [RunningJob(a.job.id, a.job.queue, priority_of(a.job), store.demand_of(a.job.resources),

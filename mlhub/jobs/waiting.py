@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
-from mlhub.domain.queueing import Candidate, Demand
+from mlhub.domain.queueing import Candidate, Demand, units_in
 from mlhub.jobs import store
 from mlhub.store.types import utcnow
 
@@ -27,17 +27,23 @@ def _amount(d: Demand) -> str:
     return f"{d.cpus:g} CPUs" + (f" and {d.gpus:g} GPUs" if d.gpus > 1e-9 else "")
 
 
-def wait_reason(c: Candidate, free: Demand, total: Demand, others: Demand) -> str:
+def wait_reason(c: Candidate, free: Demand, total: Demand, others: Demand, room: Demand | None = None) -> str:
     """Why ``c`` cannot start now (``free``: what is free for mlhub's jobs; ``others``: what Ray work that is
-    not an mlhub job holds, such as Serve replicas)."""
-    need = c.start_demand
+    not an mlhub job holds, such as Serve replicas; ``room``: the most the jobs can have beside it, by default
+    ``total - others``). An HPO search comes cut to the trials that fit in ``room`` (``Candidate.capped``)."""
+    need = c.demand
     if not need.fits_in(free):
-        what = (f"{_amount(need)} (one of its trials; it asks for {_amount(c.demand)} to run them all at once)"
-                if c.unit is not None else _amount(need))
+        what = _amount(need)
+        if c.unit is not None:
+            n = units_in(c.unit, need)
+            what += f" ({n} trial{'s' if n != 1 else ''} at once)"
         text = (f"waiting for resources: needs {what}; {_amount(Demand(max(free.cpus, 0.0), max(free.gpus, 0.0)))} "
                 f"of the cluster's {_amount(total)} are free (other Ray work, such as Serve replicas, holds "
                 f"{_amount(others)}; the rest is mlhub's running jobs)")
-        if not need.fits_in(total.minus(others)):
+        if c.unit is not None and room is None and not need.fits_in(total.minus(others)) \
+                and c.unit.fits_in(total.minus(others)):
+            text += "; if that other work stays, the search starts in a few seconds with the trials that fit"
+        elif not c.start_demand.fits_in(room if room is not None else total.minus(others)):
             text += ("; it cannot start while that other work runs: give each Serve replica fewer CPUs "
                      "(MLHUB_SERVE_REPLICA_CPUS), undeploy endpoints you do not need (`mlhub undeploy`) or ask "
                      "for fewer workers or resources")
@@ -63,6 +69,7 @@ class Waiting:
             return 0
         now_utc = utcnow()
         heads: dict[tuple[str, str], Candidate] = {}
+        room = self._room()
         for c, not_before in self.pending.values():
             if not_before is not None and not_before > now_utc:
                 continue  # a retry waiting out its backoff, not a place in line
@@ -70,7 +77,7 @@ class Waiting:
             best = heads.get(key)
             if best is None or (-c.priority, c.id) < (-best.priority, best.id):
                 heads[key] = c
-        notes = {c.id: wait_reason(c, free, self._total, self._others) for c in heads.values()}
+        notes = {c.id: wait_reason(c.capped(room), free, self._total, self._others, room) for c in heads.values()}
         changed = {job_id: text for job_id, text in notes.items() if self._notes.get(job_id) != text}
         if changed:
             try:

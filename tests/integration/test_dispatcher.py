@@ -217,7 +217,8 @@ def test_a_search_whose_trials_do_not_all_fit_starts_with_those_that_do(db):
     p = tenant(db)
     job = JobService(db).submit(p, hpo("search", 2))
     launcher = FakeLauncher(cpus=2, others=0.6)
-    d = Dispatcher(db, launcher, policy(), owner="test", idle_poll_s=0)
+    d = Dispatcher(db, launcher, policy(), owner="test", idle_poll_s=0, steady_s=1.0)
+    # only once the CPUs have been seen held for steady_s (work about to end must not cut a search)
     started = tick_until(d, lambda: launcher.launched)[0]
     assert started.spec["max_concurrent_trials"] == 1  # the attempt runs one trial at a time ...
     assert (started.resources["num_cpus"], started.resources["granted"], started.resources["asked"]) == (1.0, 1, 2)
@@ -232,6 +233,28 @@ def test_a_search_whose_trials_do_not_all_fit_starts_with_those_that_do(db):
     assert [j.id for j in launcher.launched] == [job.id]
     launcher.finish(job.id)  # ... until the search ends
     tick_until(d, lambda: second.id in [j.id for j in launcher.launched])
+
+
+def test_a_search_waits_for_its_trials_when_jobs_or_a_passing_blip_hold_the_cpus(db):
+    # what mlhub's own jobs hold, or other work seen for a moment only, is about to be free: a search is not
+    # cut for it (it would run with fewer trials to the end), it waits as before
+    p = tenant(db)
+    jobs = JobService(db)
+    first = jobs.submit(p, diag("one-cpu", resources={"num_cpus": 1}))
+    launcher = FakeLauncher(cpus=2)
+    d = Dispatcher(db, launcher, policy(), owner="test", idle_poll_s=0, steady_s=5.0)
+    tick_until(d, lambda: launcher.launched)
+    search = jobs.submit(p, hpo("search", 2))
+    drain(d, 5)
+    assert [j.id for j in launcher.launched] == [first.id]
+    launcher.others = 1.0  # a blip: the history of the last 5 s still shows the CPU free
+    time.sleep(0.6)
+    drain(d, 5)
+    assert [j.id for j in launcher.launched] == [first.id]
+    launcher.others = 0.0
+    launcher.finish(first.id)
+    started = tick_until(d, lambda: [j for j in launcher.launched if j.id == search.id])[0]
+    assert started.spec["max_concurrent_trials"] == 2 and "granted" not in started.resources
 
 
 def test_a_job_that_cannot_start_is_told_why_and_the_note_goes_when_it_starts(db):

@@ -467,29 +467,25 @@ def search_job(id: int, trials: int, per_trial: Demand, tenant: str = "a", prior
                      unit=per_trial)
 
 
-def test_an_elastic_job_starts_with_the_trials_that_fit_and_carries_its_grant():
-    # 2 CPUs, of which Serve replicas hold 0.6: a search of 2 x 1-CPU trials starts with one
-    selected = select_for_dispatch([search_job(1, 2, Demand(1))], running([], free=Demand(cpus=1.4)), policy())
-    assert ids(selected) == [1] and selected[0].demand == Demand(1) and selected[0].unit == Demand(1)
-    # all of them when they fit, never more than asked for
-    assert select_for_dispatch([search_job(1, 2, Demand(1))], running([], free=Demand(8)), policy())[0].demand \
-        == Demand(2)
-    # 0.5-CPU trials, 5 asked, 1.6 free: three
-    assert select_for_dispatch([search_job(1, 5, Demand(0.5))], running([], free=Demand(1.6)), policy())[0].demand \
-        == Demand(1.5)
-    # GPUs bound it as well: 3 trials of 1 CPU + 1 GPU with 2 GPUs free
-    assert select_for_dispatch([search_job(1, 3, Demand(1, 1))], running([], free=Demand(8, 2)),
-                               policy())[0].demand == Demand(2, 2)
+def test_an_elastic_job_is_cut_to_the_trials_that_fit_in_the_room_the_jobs_have():
+    # 2 CPUs, of which Serve replicas hold 0.6: the jobs have room for 1.4, so 2 one-CPU trials are cut to one
+    cut = search_job(1, 2, Demand(1)).capped(Demand(1.4))
+    assert (cut.demand, cut.unit, cut.start_demand) == (Demand(1), Demand(1), Demand(1))
+    assert search_job(1, 2, Demand(1)).capped(Demand(8)).demand == Demand(2)  # never more than asked for
+    assert search_job(1, 5, Demand(0.5)).capped(Demand(1.6)).demand == Demand(1.5)  # 0.5-CPU trials: three
+    assert search_job(1, 3, Demand(1, 1)).capped(Demand(8, 2)).demand == Demand(2, 2)  # GPUs bound it too
+    assert search_job(1, 2, Demand(1)).capped(Demand(0.5)).demand == Demand(1)  # at least one: it then waits
+    assert search_job(1, 2, Demand(1)).capped(None).demand == Demand(2)  # room unknown: as asked
+    plain = job(2, cpus=2)
+    assert plain.capped(Demand(1)) is plain  # only elastic jobs are cut
 
 
-def test_an_elastic_job_waits_when_not_even_one_unit_fits_and_the_next_jobs_see_what_it_took():
-    assert select_for_dispatch([search_job(1, 2, Demand(1))], running([], free=Demand(0.9)), policy()) == []
-    queued = [search_job(1, 4, Demand(1)), job(2, "b", queue="training", cpus=1)]
-    selected = select_for_dispatch(queued, running([], free=Demand(2.5)), policy())
-    # both queues are empty: the older job (the search) goes first and takes the 2 whole CPUs; 0.5 is left
-    assert [(c.id, c.demand) for c in selected] == [(1, Demand(2))]
-    assert [(c.id, c.demand) for c in select_for_dispatch(queued, running([], free=Demand(5)), policy())] == \
-        [(1, Demand(4)), (2, Demand(1))]
+def test_a_cut_search_waits_like_any_job_for_what_it_now_asks():
+    # the room is what the jobs may ever have; what is free now may be less (a job about to end): it waits
+    queued = [search_job(1, 2, Demand(1)).capped(Demand(1.4)), job(2, "b", queue="training", cpus=1)]
+    assert select_for_dispatch(queued, running([], free=Demand(0.9)), policy()) == []
+    assert [(c.id, c.demand) for c in select_for_dispatch(queued, running([], free=Demand(1.4)), policy())] == \
+        [(1, Demand(1))]
 
 
 def test_units_in_counts_whole_units_with_rounding_slack():
@@ -501,11 +497,11 @@ def test_units_in_counts_whole_units_with_rounding_slack():
     assert units_in(Demand(0, 0), Demand(1)) > 1000  # needs nothing: no bound
 
 
-def test_choose_victims_makes_room_for_one_unit_of_an_elastic_job():
+def test_choose_victims_makes_room_for_what_a_cut_search_asks():
     from mlhub.domain.queueing import RunningJob, choose_victims
 
-    waiting = search_job(9, 4, Demand(1), priority=50)
+    waiting = search_job(9, 4, Demand(1), priority=50).capped(Demand(1.4))  # cut to one trial
     low = [RunningJob(1, "training", -50, Demand(1), running_s=100), RunningJob(2, "training", -50, Demand(1),
                                                                                    running_s=90)]
     assert choose_victims(waiting, Demand(0.4), low, frozenset({"training"})) == [2]  # one trial's room, not four
-    assert choose_victims(waiting, Demand(1), low, frozenset({"training"})) == []  # it can start already
+    assert choose_victims(waiting, Demand(1), low, frozenset({"training"})) == []  # it fits already
