@@ -99,12 +99,28 @@ class LiveTour:
             raise SystemExit("demo: no request was routed by the experiment")
         self._post(f"/v1/experiments/{routed[0]['experiment_id']}/outcomes",
                    {"outcomes": [{"key": a["key"], "value": a["right"]} for a in routed]})
+        # the replica writes its assignments in the background (every 0.5 s): outcomes that came first are kept
+        # and joined when they arrive; give them a moment, so the status below counts every user
+        self._wait_for_assignments(routed[0]["experiment_id"], len({a["key"] for a in routed}))
         shares = {v: sum(1 for a in routed if a.get("variant") == v) for v in ("control", "challenger")}
         tour.step("9", f"A/B test wine-ab: {len(routed)} users over HTTP ({shares['control']} control, "
                   f"{shares['challenger']} challenger); outcome = the answer was right",
                   summary="A/B experiment: routed traffic, outcomes, significance")
         tour.cli("ab", "status", "wine-ab")
         tour.cli("ab", "stop", "wine-ab", "--reason", "demo over")
+
+    def _wait_for_assignments(self, experiment_id: int, n: int, timeout: float = 10.0) -> None:
+        from sqlalchemy import func, select
+
+        from mlhub.store.models import ExperimentAssignment
+
+        hub, deadline = self.tour.hub, time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with hub.backends.db.tenant_scope(hub.principal.tenant_id, readonly=True) as s:
+                if s.scalar(select(func.count()).select_from(ExperimentAssignment)
+                            .where(ExperimentAssignment.experiment_id == experiment_id)) >= n:
+                    return
+            time.sleep(0.25)
 
     def drift(self) -> None:
         """Traffic whose alcohol and colour intensity moved; a drift check against the training statistics."""

@@ -90,6 +90,9 @@ def test_a_search_starts_with_the_trials_that_fit_beside_serve_replicas(hub):
             pytest.fail(f"{job.status()}\n{job.logs()[-4000:]}")
     finally:
         ray.kill(holder)
+        # the next test's search must see the 2 CPUs free, not be cut for work that has just gone
+        wait_for("the held CPUs back", lambda: ray.available_resources().get("CPU", 0) >= 2, timeout=30)
+        time.sleep(1)
     assert info.result["trials"] == 3 and info.result["model_version"] == 1
     assert {t.status for t in hub.trials(job.id)} == {"terminated"}
     logs = job.logs()
