@@ -10,21 +10,19 @@ Short single-process jobs take the *executor lane* (:mod:`mlhub.jobs.lane`): bat
 each. Lower-priority jobs of preemptible queues make room for waiting ones (:mod:`mlhub.jobs.preemption`).
 The job next in line that cannot start is told why (:mod:`mlhub.jobs.waiting`). An HPO search whose trials could
 never all run beside the other Ray work (Serve replicas) runs with as many as can (``Candidate.unit``,
-:meth:`Dispatcher._room`, :func:`mlhub.jobs.launching.scaled_down`).
+:mod:`mlhub.jobs.resources`, :func:`mlhub.jobs.launching.scaled_down`).
 
 The Ray specifics live behind :class:`Launcher`, so this logic is tested without Ray.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import queue
 import random
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -49,6 +47,7 @@ from mlhub.jobs.launching import (
     scaled_down,
 )
 from mlhub.jobs.preemption import PREEMPTED_BACKOFF_S, Preemption
+from mlhub.jobs.resources import RESOURCE_REFRESH_S, STEADY_S, ResourceView
 from mlhub.jobs.service import job_row
 from mlhub.jobs.store import ClaimedJob
 from mlhub.jobs.waiting import Waiting
@@ -61,16 +60,13 @@ FULL_SYNC_S = 5.0
 SYNC_S = 0.1  # without a notification (SQLite, or a lost LISTEN connection): poll this often
 SCHEDULE_CHECK_S = 0.5
 CANCEL_CHECK_S = 0.25
-RESOURCE_REFRESH_S = 0.5
-STEADY_S = 10.0  # other Ray work held this long counts as there to stay (see Dispatcher._room) ...
-STEADY_GAP_S = 3.0  # ... when watched without a longer gap between two looks
 BUSY_POLL_S = 0.02
 SHORT_JOB_S = 1.0
 METRICS_EXPORT_S = 0.5
 
 
 
-class Dispatcher(ExecutorLane, Preemption, Waiting):
+class Dispatcher(ExecutorLane, Preemption, Waiting, ResourceView):
     def __init__(self, db: Database, launcher: Launcher, policy: DispatchPolicy, *, owner: str,
                  metrics: Metrics | None = None, rand: Callable[[], float] = random.random,
                  wake: threading.Event | None = None, idle_poll_s: float = 0.1,
@@ -106,14 +102,7 @@ class Dispatcher(ExecutorLane, Preemption, Waiting):
         self._last_id = 0
         self._last_full = 0.0
         self._last_cancel_check = 0.0
-        self._others: Demand | None = None
-        self._other_sample: tuple[float, Demand] | None = None  # (when, what others held) at the last refresh
-        self._other_history: deque[tuple[float, Demand]] = deque()  # the samples of the last steady_s
-        self.steady_s = steady_s
-        self._free_at = 0.0
-        self._total: Demand | None = None
-        self._recorded_total: Demand | None = None
-        self._recorded_at = -math.inf
+        self._init_resources(steady_s)
         self.stats = Counter()
         self._last_schedules = 0.0
         self._last_sync = 0.0
@@ -233,75 +222,6 @@ class Dispatcher(ExecutorLane, Preemption, Waiting):
                 self._stop(attempt)
 
     # --- dispatch -----------------------------------------------------------------------------------
-
-    def _free_resources(self) -> Demand | None:
-        """Room for our next job: the cluster's total, minus what others use, minus our in-flight jobs.
-
-        Our own usage is tracked exactly (launch takes, finish gives back). What others use (Serve
-        replicas, other drivers) comes from Ray's availability report, which lags a finished task by up to
-        a heartbeat: taking the smaller of the last two samples keeps a stale report from blocking the
-        queue until the next refresh. A sample from before an idle spell is not used: Serve replicas deployed
-        meanwhile would go unseen until the next refresh.
-        """
-        now = time.monotonic()
-        if now - self._free_at > RESOURCE_REFRESH_S:
-            self._free_at = now
-            total, available = self.launcher.total_resources(), self.launcher.free_resources()
-            if total is None or available is None:
-                self._others = None
-            else:
-                ours = self._in_flight()
-                sample = Demand(cpus=max(0.0, total.cpus - available.cpus - ours.cpus),
-                                gpus=max(0.0, total.gpus - available.gpus - ours.gpus))
-                recent = self._other_sample is not None and now - self._other_sample[0] < 3 * RESOURCE_REFRESH_S
-                last = self._other_sample[1] if recent else sample
-                self._other_sample = (now, sample)
-                history = self._other_history
-                history.append((now, sample))
-                while len(history) > 1 and now - history[1][0] >= self.steady_s:
-                    history.popleft()  # keep the last sample from before the window: it shows how far back we see
-                self._others = Demand(cpus=min(last.cpus, sample.cpus), gpus=min(last.gpus, sample.gpus))
-                self._total = total
-                self._record_capacity(total)
-        if self._others is None or self._total is None:
-            return None
-        ours = self._in_flight()
-        return Demand(cpus=self._total.cpus - self._others.cpus - ours.cpus,
-                      gpus=self._total.gpus - self._others.gpus - ours.gpus)
-
-    def _room(self) -> Demand | None:
-        """The most mlhub's jobs can hold together: the cluster's total less what other Ray work (Serve
-        replicas, say) has held throughout the last ``steady_s`` (the least of those samples, so that work about
-        to end, or a report that lags, does not count); None when unknown."""
-        history = self._other_history
-        if self._total is None or not history or time.monotonic() - history[0][0] < self.steady_s:
-            return None  # not watched long enough (just started, or back from an idle spell): cut nothing yet
-        if any(b[0] - a[0] > STEADY_GAP_S for a, b in itertools.pairwise(history)):
-            return None  # a gap in the watch (an idle spell inside the window): wait for a continuous one
-        cpus = min(d.cpus for _, d in history)
-        gpus = min(d.gpus for _, d in history)
-        return Demand(cpus=self._total.cpus - cpus, gpus=self._total.gpus - gpus)
-
-    def _capped(self, candidates: list[Candidate]) -> list[Candidate]:
-        """HPO searches whose trials could never all run beside the other Ray work, cut to the trials that can
-        (:meth:`Candidate.capped`); they then wait, like any job, until that much is free."""
-        if not any(c.unit is not None for c in candidates):
-            return candidates
-        room = self._room()
-        return [c.capped(room) if c.unit is not None else c for c in candidates]
-
-    def _record_capacity(self, total: Demand) -> None:
-        """Keep the cluster's size in the store (when it changes, and every few minutes) for submit's check."""
-        now = time.monotonic()
-        if total == self._recorded_total and now - self._recorded_at < capacity.REFRESH_EVERY.total_seconds():
-            return
-        try:
-            with self.db.scheduler_scope() as s:
-                capacity.record(s, total)
-        except Exception as exc:  # noqa: BLE001 - a lost write only delays submit's check; dispatch goes on
-            log.warning("could not record the cluster's capacity: %s", exc)
-            return
-        self._recorded_total, self._recorded_at = total, now
 
     def _in_flight(self) -> Demand:
         """What our attempts hold: each task's demand, and each batch's shape."""
