@@ -233,18 +233,17 @@ def choose_victims(waiting: Candidate, free: Demand, running: Iterable[RunningJo
     Victims are taken lowest priority first, then the most recently started (least work lost), and only as
     many as needed. A job that has run less than ``min_running_s`` is spared, so a queue does not thrash.
     """
-    need = waiting.demand
-    if need.fits_in(free):
+    if waiting.demand.fits_in(free):
         return []
     pool = sorted((r for r in running if r.queue in preemptible and r.priority < waiting.priority
                    and r.running_s >= min_running_s), key=lambda r: (r.priority, r.running_s))
     cpus, gpus = free.cpus, free.gpus
     victims: list[int] = []
     for r in pool:
-        if need.fits_in(Demand(cpus, gpus)):
+        if waiting.demand.fits_in(Demand(cpus, gpus)):
             break
         if r.demand.cpus <= _EPS and r.demand.gpus <= _EPS:
             continue  # frees nothing
         victims.append(r.id)
         cpus, gpus = cpus + r.demand.cpus, gpus + r.demand.gpus
-    return victims if need.fits_in(Demand(cpus, gpus)) else []
+    return victims if waiting.demand.fits_in(Demand(cpus, gpus)) else []

@@ -51,9 +51,10 @@ def check(session: Session, rows: Iterable[dict[str, Any]]) -> None:
     problems = []
     for row in rows:
         res = row.get("resources") or {}
-        need = unit_of(res) or demand_of(res)  # an HPO search can start with one trial (fewer at a time)
+        unit = unit_of(res)  # an HPO search can run with one trial at a time
+        need = unit or demand_of(res)
         if not need.fits_in(Demand(cap.cpus, cap.gpus)):
-            what = "each of its trials needs" if unit_of(res) else "its workers need" if res.get("driver") else "it needs"
+            what = "each of its trials needs" if unit else "its workers need" if res.get("driver") else "it needs"
             problems.append(f"job {row['name']!r}: {what} {need.cpus:g} CPUs and {need.gpus:g} GPUs, but the "
                             f"cluster has {cap.cpus:g} CPUs and {cap.gpus:g} GPUs in all (as of "
                             f"{cap.updated_at:%Y-%m-%d %H:%M} UTC); lower num_workers or the resources per worker")

@@ -171,7 +171,7 @@ class Dispatcher(ExecutorLane, Preemption, Waiting, ResourceView):
         if self.running or self.pending or time.monotonic() - self._recorded_at > capacity.REFRESH_EVERY.total_seconds():
             # while work runs or waits, the picture is kept fresh (every RESOURCE_REFRESH_S): _room needs it
             # unbroken; an idle cluster's size is recorded too, for submit's check
-            self._free_resources()
+            self._refresh_resources()
         if time.monotonic() - self._last_metrics > METRICS_EXPORT_S:
             self._last_metrics = time.monotonic()
             self._export_metrics()
@@ -334,7 +334,7 @@ class Dispatcher(ExecutorLane, Preemption, Waiting, ResourceView):
 
     def _too_big(self, eligible: list[Candidate]) -> set[int]:
         """Jobs that the whole cluster could never hold fail at once instead of waiting forever."""
-        self._free_resources()  # refreshes self._total with the rest of the cluster picture
+        self._refresh_resources()  # self._total, with the rest of the cluster picture
         total = self._total
         if total is None:
             return set()

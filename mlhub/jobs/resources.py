@@ -49,30 +49,36 @@ class ResourceView:
         queue until the next refresh. A sample from before an idle spell is not used: Serve replicas deployed
         meanwhile would go unseen until the next refresh.
         """
-        now = time.monotonic()
-        if now - self._free_at > RESOURCE_REFRESH_S:
-            self._free_at = now
-            total, available = self.launcher.total_resources(), self.launcher.free_resources()
-            if total is None or available is None:
-                self._others = None
-            else:
-                ours = self._in_flight()
-                sample = Demand(cpus=max(0.0, total.cpus - available.cpus - ours.cpus),
-                                gpus=max(0.0, total.gpus - available.gpus - ours.gpus))
-                history = self._other_history
-                recent = bool(history) and now - history[-1][0] < 3 * RESOURCE_REFRESH_S
-                last = history[-1][1] if recent else sample
-                history.append((now, sample))
-                while len(history) > 1 and now - history[1][0] >= self.steady_s:
-                    history.popleft()  # keep the last sample from before the window: it shows how far back we see
-                self._others = Demand(cpus=min(last.cpus, sample.cpus), gpus=min(last.gpus, sample.gpus))
-                self._total = total
-                self._record_capacity(total)
+        self._refresh_resources()
         if self._others is None or self._total is None:
             return None
         ours = self._in_flight()
         return Demand(cpus=self._total.cpus - self._others.cpus - ours.cpus,
                       gpus=self._total.gpus - self._others.gpus - ours.gpus)
+
+    def _refresh_resources(self) -> None:
+        """Ask Ray for the cluster's total and what is available, at most every ``RESOURCE_REFRESH_S``; keep
+        what other work holds (``_others``, and its history for :meth:`_room`) and record the total."""
+        now = time.monotonic()
+        if now - self._free_at <= RESOURCE_REFRESH_S:
+            return
+        self._free_at = now
+        total, available = self.launcher.total_resources(), self.launcher.free_resources()
+        if total is None or available is None:
+            self._others = None
+            return
+        ours = self._in_flight()
+        sample = Demand(cpus=max(0.0, total.cpus - available.cpus - ours.cpus),
+                        gpus=max(0.0, total.gpus - available.gpus - ours.gpus))
+        history = self._other_history
+        recent = bool(history) and now - history[-1][0] < 3 * RESOURCE_REFRESH_S
+        last = history[-1][1] if recent else sample
+        history.append((now, sample))
+        while len(history) > 1 and now - history[1][0] >= self.steady_s:
+            history.popleft()  # keep the last sample from before the window: it shows how far back we see
+        self._others = Demand(cpus=min(last.cpus, sample.cpus), gpus=min(last.gpus, sample.gpus))
+        self._total = total
+        self._record_capacity(total)
 
     def _room(self) -> Demand | None:
         """The most mlhub's jobs can hold together: the cluster's total less what other Ray work (Serve
