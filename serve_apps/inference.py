@@ -21,25 +21,51 @@ application builder both use).
 
 import asyncio
 import gc
+import itertools
 import logging
+import os
 import time
-import uuid
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from mlhub.config import load_settings
 from mlhub.errors import AuthenticationError, MlhubError, ModelLoadError, ValidationError
-from mlhub.serving.payload import PayloadError, json_safe, parse_predict_body
+from mlhub.serving.payload import PayloadError, dumps_json, json_safe, parse_predict_body
 
 log = logging.getLogger("mlhub.serve.inference")
 
 APP_NAME = "mlhub-inference"
 ROUTE_PREFIX = "/v1"
 DEPLOYMENT_NAME = "InferenceServer"
+
+
+class _RequestIds:
+    """Request ids for requests that bring none: 32 hex characters like a uuid4's, a random prefix per replica and
+    a counter (a uuid4 reads the OS's random source on every request)."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+def serve_lru(obj: Any) -> OrderedDict | None:
+    """The LRU of loaded models that ``@serve.multiplexed`` keeps on ``obj`` (Ray 2.60 keeps it as ``models`` of a
+    wrapper it sets on the instance at the first call); None when this Ray keeps it elsewhere."""
+    models = getattr(getattr(obj, "__serve_multiplex_wrapper", None), "models", None)
+    return models if isinstance(models, OrderedDict) else None
+
+
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer encoded by orjson (Starlette's JSONResponse builds a new standard encoder per answer)."""
+    return Response(dumps_json(doc), status_code=status, headers=headers, media_type="application/json")
 
 
 def error_body(exc: BaseException) -> tuple[int, dict[str, Any]]:
@@ -84,6 +110,9 @@ def _server_class(max_models: int):
             self._score.set_max_batch_size(self.settings.serve_max_batch_size)
             self._score.set_batch_wait_timeout_s(self.settings.serve_batch_wait_timeout_s)
             self._background: set[asyncio.Task] = set()
+            self._request_ids = _RequestIds()
+            self._lru: OrderedDict | None = None  # Serve's model LRU, once the first load created it
+            self.cache_hits = 0
             # everything imported and built so far lives as long as the replica: keep it out of every
             # garbage collection (a full pass over torch's objects, which skops imports, costs milliseconds)
             gc.collect()
@@ -95,6 +124,27 @@ def _server_class(max_models: int):
         async def model(self, key: str):
             return await asyncio.to_thread(self.core.load, key)
 
+        async def loaded(self, key: str):
+            """The model version ``key``. One already loaded is read straight from the LRU ``@serve.multiplexed``
+            keeps, and marked most recently used as it would (its per-call wrapper and metric cost ~3% of a light
+            model's throughput); the rest go through it: load, warm-up, eviction, the controller told."""
+            lru = self._lru
+            if lru is not None:
+                found = lru.get(key)
+                if found is not None:
+                    lru.move_to_end(key)
+                    self.cache_hits += 1
+                    return found
+            found = await self.model(key)
+            if lru is None:
+                self._lru = serve_lru(self)
+            return found
+
+        def cache_info(self) -> dict[str, Any]:
+            """What this replica holds (through a Serve handle: ``handle.cache_info.remote()``)."""
+            return {"models": list(self._lru) if self._lru is not None else None, "hits": self.cache_hits,
+                    "loads": self.core.loads, "fast_path": self._lru is not None}
+
         @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
         async def _score(self, items: list[tuple[Any, np.ndarray, bool]]) -> list[Any]:
             """Score the rows of many requests with one call per (model, proba). On the event loop: a worker
@@ -104,7 +154,7 @@ def _server_class(max_models: int):
         async def _predict(self, principal, name: str, request, request_id: str) -> dict[str, Any]:
             started = time.perf_counter()
             target = self.core.target(principal, name, request.key)
-            model = await self.model(target.model_key)
+            model = await self.loaded(target.model_key)
             if request.proba and not hasattr(model.model, "predict_proba"):
                 raise ValidationError(f"{model.info.ref} ({model.info.framework}) gives no probabilities")
             x = self.core.rows(model, request)
@@ -131,7 +181,7 @@ def _server_class(max_models: int):
             started = time.perf_counter()
             x = None
             try:
-                model = await self.model(key)
+                model = await self.loaded(key)
                 x = self.core.rows(model, request)
                 y = await self._score((model, x, request.proba))
                 ok = not isinstance(y, BaseException)
@@ -146,24 +196,24 @@ def _server_class(max_models: int):
         # --- routes -----------------------------------------------------------------------------------
 
         @app.post("/models/{name}/predict")
-        async def predict(self, request: Request) -> JSONResponse:
+        async def predict(self, request: Request) -> Response:
             # the name comes from the matched path directly: no per-request parameter validation on the hot path
             name = request.path_params["name"]
-            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            request_id = request.headers.get("x-request-id") or self._request_ids.next()
             try:
                 principal = self.core.authenticate(request.headers.get("authorization"))
                 raw = await _read_body(request, self.settings.serve_max_body_bytes)
                 parsed = parse_predict_body(raw, max_bytes=self.settings.serve_max_body_bytes,
                                             max_rows=self.settings.serve_max_rows)
                 body = await self._predict(principal, name, parsed, request_id)
-                return JSONResponse(body, headers={"x-mlhub-version": str(body["version"])})
+                return _json(body, headers={"x-mlhub-version": str(body["version"])})
             except BaseException as exc:  # noqa: BLE001 - every failure becomes a JSON answer
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 status, doc = error_body(exc)
                 doc["request_id"] = request_id
                 headers = {"www-authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
-                return JSONResponse(doc, status_code=status, headers=headers)
+                return _json(doc, status, headers)
 
         @app.get("/models/{name}")
         async def describe(self, name: str, request: Request) -> JSONResponse:
@@ -187,7 +237,7 @@ def _server_class(max_models: int):
             try:
                 while True:
                     message = await websocket.receive_text()
-                    request_id = uuid.uuid4().hex
+                    request_id = self._request_ids.next()
                     try:
                         if len(message) > self.settings.serve_max_body_bytes:
                             raise PayloadError("message over the body size limit", status=413)

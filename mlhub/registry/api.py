@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -92,24 +93,26 @@ class ReadyModel:
 def _clean_rows(rows: Any, width: int) -> np.ndarray | None:
     """The common case on a serving path, without the per-column checks: a list of rows of ``width`` plain
     numbers, all finite. Anything else (``None`` returned) goes through the full check, which names bad cells."""
-    if not isinstance(rows, list) or not rows or type(rows[0]) is not list:
+    if not isinstance(rows, list) or not rows:
         return None
-    for row in rows:
-        if type(row) is not list or len(row) != width:
-            return None
-        for v in row:
-            t = type(v)
-            if t is not float and t is not int:  # bools, strings, None: the full check decides
+    try:
+        for row in rows:  # exact types, tested in C: bools, strings, None and numpy scalars go to the full check
+            if type(row) is not list or len(row) != width or not _PLAIN_NUMBERS.issuperset(map(type, row)) \
+                    or not math.isfinite(sum(row)):  # a NaN or an infinity makes the sum one (so may overflow)
                 return None
-    x = np.array(rows, dtype=np.float64)
-    return x if np.isfinite(x).all() else None  # NaN or infinities: the full check says where
+        return np.array(rows, dtype=np.float64)
+    except OverflowError:  # an integer past float64's range: the full check reports it
+        return None
+
+
+_PLAIN_NUMBERS = frozenset({float, int})
 
 
 def _plain_matrix(rows: Any, ref: str) -> np.ndarray:
     """Rows for a version registered without a schema: still a finite 2-D float matrix, or a ValidationError."""
     try:
         x = np.asarray(rows, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ValidationError(f"input for {ref} is not a table of numbers: {exc}") from None
     if x.ndim == 1:
         x = x.reshape(1, -1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from mlhub.audit import Principal
@@ -33,7 +32,11 @@ def bearer_key(authorization: str | None) -> str:
 
 
 class Authenticator:
-    """Resolves bearer keys to principals with a short-lived, bounded memory (thread-safe)."""
+    """Resolves bearer keys to principals with a short-lived, bounded memory (thread-safe).
+
+    The request path is one sha256 and one dict read: a remembered key skips the pattern check and takes no
+    lock (a dict read is atomic in CPython; writes hold the lock). The memory is bounded by dropping what expired
+    when it is full, everything if nothing did (lookups simply repeat)."""
 
     def __init__(self, db: Database, *, ttl_s: float = 5.0, max_entries: int = 10_000, source: str = "api",
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -43,50 +46,39 @@ class Authenticator:
         self.source = source
         self._clock = clock
         self._lock = threading.Lock()
-        #: key hash -> (expires at, tenant id or None for an unknown key)
-        self._entries: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
-        #: (tenant, key prefix) -> its Principal: immutable, so one object serves every request of that key
-        self._principals: dict[tuple[str, str], Principal] = {}
+        #: key hash -> (expires at, its Principal, or the key's prefix when it is unknown or revoked)
+        self._entries: dict[str, tuple[float, Principal | str]] = {}
 
     def principal(self, authorization: str | None) -> Principal:
         """The principal of an ``Authorization`` header value."""
         return self.principal_for_key(bearer_key(authorization))
 
     def principal_for_key(self, key: str) -> Principal:
+        digest = hash_api_key(key)
+        hit = self._entries.get(digest)
+        if hit is None or hit[0] <= self._clock():
+            hit = self._resolve(key, digest)
+        if isinstance(hit[1], Principal):
+            return hit[1]
+        raise AuthenticationError(f"API key mlh_{hit[1]}_*** is unknown or revoked")
+
+    def _resolve(self, key: str, digest: str) -> tuple[float, Principal | str]:
         m = KEY_PATTERN.match(key)
         if m is None:
             raise AuthenticationError("malformed API key (expected mlh_<prefix>_<secret>)")
-        digest = hash_api_key(key)
-        tenant_id = self._lookup(digest)
-        if tenant_id is None:
-            raise AuthenticationError(f"API key mlh_{m['prefix']}_*** is unknown or revoked")
-        ident = (tenant_id, m["prefix"])
-        principal = self._principals.get(ident)
-        if principal is None:
-            if len(self._principals) >= self.max_entries:
-                self._principals.clear()
-            principal = self._principals[ident] = Principal(tenant_id=tenant_id, actor=f"key:{m['prefix']}",
-                                                           source=self.source)
-        return principal
-
-    def _lookup(self, digest: str) -> str | None:
         now = self._clock()
-        if self.ttl_s > 0:
-            with self._lock:
-                hit = self._entries.get(digest)
-                if hit is not None and hit[0] > now:
-                    self._entries.move_to_end(digest)
-                    return hit[1]
         tenant_id = self.db.resolve_api_key_hash(digest)
+        who: Principal | str = m["prefix"] if tenant_id is None else Principal(
+            tenant_id=tenant_id, actor=f"key:{m['prefix']}", source=self.source)
+        entry = (now + self.ttl_s, who)
         if self.ttl_s > 0:
             with self._lock:
-                self._entries[digest] = (now + self.ttl_s, tenant_id)
-                self._entries.move_to_end(digest)
-                while len(self._entries) > self.max_entries:
-                    self._entries.popitem(last=False)
-        return tenant_id
+                if len(self._entries) >= self.max_entries:
+                    live = {d: e for d, e in self._entries.items() if e[0] > now}
+                    self._entries = live if len(live) < self.max_entries else {}
+                self._entries[digest] = entry
+        return entry
 
     def forget(self) -> None:
         with self._lock:
-            self._entries.clear()
-            self._principals.clear()
+            self._entries = {}

@@ -11,6 +11,11 @@ deeper (a list inside a cell, an object inside a row) is a :class:`PayloadError`
 are not JSON, or nest deeper than the decoder allows, are 400; bodies or row counts over the configured limits
 are 413. The model's schema check (``ReadyModel.validate``) then names bad rows (NaN where not nullable,
 infinities, wrong width or columns). Pure Python: no Ray, no database.
+
+This is the serving hot path: a body is decoded by orjson (several times faster than the standard decoder on
+rows of numbers), and only a body orjson refuses (``NaN``/``Infinity``, a byte-order mark, UTF-16, lone
+surrogates, nesting past its limit, plain bad JSON) is decoded again by the standard decoder, which accepts or
+refuses it exactly as before and words the error. Answers are encoded by :func:`dumps_json` the same way.
 """
 
 from __future__ import annotations
@@ -20,11 +25,16 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from mlhub.errors import MlhubError
 
-__all__ = ["PayloadError", "PredictRequest", "parse_predict_body", "parse_predict_doc", "json_safe"]
+__all__ = ["PayloadError", "PredictRequest", "dumps_json", "parse_predict_body", "parse_predict_doc", "json_safe"]
 
 _SCALARS = (int, float, str, type(None))
+#: the exact types a JSON decoder gives scalars (bool included: it is an int): a set test over ``map(type, ...)``
+#: runs in C, several times faster than ``isinstance`` per cell; anything else falls back to ``isinstance``
+_SCALAR_TYPES = frozenset({int, float, str, type(None), bool})
 _KEY_MAX = 128
 
 
@@ -63,12 +73,19 @@ def parse_predict_body(raw: bytes, *, max_bytes: int, max_rows: int) -> PredictR
     if not raw.strip():
         raise PayloadError('empty body: send {"inputs": [[...], ...]}')
     try:
-        doc = json.loads(raw, parse_constant=_reject_constant)
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # NaN, a BOM, UTF-16, deep nesting, bad JSON: the standard decoder decides
+        doc = _decode_slowly(raw)
+    return parse_predict_doc(doc, max_rows=max_rows)
+
+
+def _decode_slowly(raw: bytes) -> Any:
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
     except RecursionError:
         raise PayloadError("the JSON body nests too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"the body is not valid JSON: {exc}") from None
-    return parse_predict_doc(doc, max_rows=max_rows)
 
 
 def parse_predict_doc(doc: Any, *, max_rows: int) -> PredictRequest:
@@ -92,16 +109,21 @@ def parse_predict_doc(doc: Any, *, max_rows: int) -> PredictRequest:
     return PredictRequest(inputs, n, None if key is None else str(key), proba)
 
 
+def _scalars(values: Any) -> bool:
+    """Whether every value is a number, a string or null."""
+    return _SCALAR_TYPES.issuperset(map(type, values)) or all(isinstance(v, _SCALARS) for v in values)
+
+
 def _shape(inputs: Any, max_rows: int) -> tuple[Any, int]:
     if isinstance(inputs, dict):
         if not inputs:
             raise PayloadError("inputs is an empty object", status=422)
-        if all(isinstance(v, _SCALARS) for v in inputs.values()):  # one row as an object
+        if _scalars(inputs.values()):  # one row as an object
             _check_names(inputs)
             return [inputs], 1
         lengths = set()
         for name, col in inputs.items():
-            if not isinstance(col, list) or not all(isinstance(v, _SCALARS) for v in col):
+            if not isinstance(col, list) or not _scalars(col):
                 raise PayloadError(f"column {str(name)[:64]!r} must be a list of numbers", status=422)
             lengths.add(len(col))
         _check_names(inputs)
@@ -114,15 +136,14 @@ def _shape(inputs: Any, max_rows: int) -> tuple[Any, int]:
         raise PayloadError("inputs must be a list of rows or an object of columns", status=422)
     if not inputs:
         raise PayloadError("inputs holds no rows", status=422)
-    if all(isinstance(v, _SCALARS) for v in inputs):  # one row as a list
+    if _scalars(inputs):  # one row as a list
         return [inputs], 1
     _check_count(len(inputs), max_rows)
     first = type(inputs[0])
     if first not in (list, dict) or any(type(r) is not first for r in inputs):
         raise PayloadError("rows must all be lists of numbers, or all objects of feature -> number", status=422)
     for i, row in enumerate(inputs):
-        cells = row.values() if first is dict else row
-        if not all(isinstance(v, _SCALARS) for v in cells):
+        if not _scalars(row.values() if first is dict else row):
             raise PayloadError(f"row {i} holds a nested value: each cell must be a number or null", status=422)
         if first is dict:
             _check_names(row)
@@ -141,6 +162,16 @@ def _check_count(n: int, max_rows: int) -> None:
                            "`mlhub predict` for batch scoring", status=413)
     if n == 0:
         raise PayloadError("inputs holds no rows", status=422)
+
+
+def dumps_json(doc: Any) -> bytes:
+    """A JSON document as UTF-8 bytes, compact (orjson; the standard encoder for what orjson cannot encode, such as
+    integers past 64 bits). Non-finite floats must be cleaned first (:func:`json_safe`): orjson writes them as null,
+    the fallback refuses them."""
+    try:
+        return orjson.dumps(doc)
+    except TypeError:
+        return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def json_safe(values: Any) -> Any:

@@ -122,7 +122,10 @@ def _numeric_column(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT:
             continue  # a missing value: judged by `nullable`
         if isinstance(v, bool | int | float | np.number | np.bool_) and not isinstance(v, np.complexfloating):
-            out[i] = float(v)
+            try:
+                out[i] = float(v)
+            except OverflowError:  # an integer past float64's range: reported as an infinity
+                out[i] = math.inf if v > 0 else -math.inf
         else:
             bad[i] = True
     return out, bad

@@ -99,6 +99,16 @@ def test_predictions_name_the_version_and_a_promotion_is_served_without_a_redepl
     meta = requests.get(served["url"], headers=served["headers"], timeout=30).json()
     assert meta["version"] == 2 and meta["endpoint"]["ref"] == "iris@champion"
 
+    # both versions sit in the replica's LRU, and requests after the first load of each read it directly
+    from ray import serve
+
+    from serve_apps.inference import APP_NAME
+
+    info = serve.get_app_handle(APP_NAME).cache_info.remote().result(timeout_s=60)
+    hub = served["hub"]
+    keys = {f"{hub.principal.tenant_id}:{hub.models.get(f'iris/{v}').id}" for v in (1, 2)}
+    assert info["fast_path"] is True and keys <= set(info["models"]) and info["hits"] >= 2, info
+
 
 @pytest.mark.parametrize("raw, status", [
     (b"{not json", 400),

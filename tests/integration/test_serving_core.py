@@ -189,6 +189,19 @@ def test_keys_are_remembered_briefly_and_a_revoked_key_stops_working_after_that(
             auth.principal(header)
 
 
+def test_the_key_memory_stays_bounded_and_keeps_no_key(core, trained):
+    me = Tenant(core, trained)
+    now = [0.0]
+    auth = Authenticator(core.backends.db, ttl_s=5.0, max_entries=3, clock=lambda: now[0])
+    for i in range(5):  # unknown keys are remembered too, within the bound
+        with pytest.raises(AuthenticationError, match="unknown or revoked"):
+            auth.principal(f"Bearer mlh_AAAAAAA{i}_" + "B" * 32)
+        assert len(auth._entries) <= 3
+    assert auth.principal(me.header).tenant_id == me.principal.tenant_id
+    assert auth.principal(me.header) is auth.principal(me.header)  # one Principal per remembered key
+    assert me.key not in repr(auth._entries) and len(auth._entries) <= 3
+
+
 def test_health_fails_when_the_log_writer_is_gone(core, trained):
     core.check_health()
     core.logger.close()

@@ -117,6 +117,11 @@ def test_string_numbers_in_json_rows_are_not_numbers(schema):
     assert [(e.row, e.column) for e in errors] == [(0, "i")]
 
 
+def test_an_integer_past_float64_is_reported_as_infinite_not_a_crash(schema):
+    errors = validate_rows(schema, [[10**400, 1, 0.5], [1.0, -(10**400), 0.5]])
+    assert [(e.row, e.column, e.message) for e in errors] == [(0, "f", "infinite value"), (1, "i", "infinite value")]
+
+
 def test_error_list_is_capped(schema):
     bad = np.full((50, 3), np.inf)
     assert len(validate_rows(schema, bad, max_errors=7)) == 7

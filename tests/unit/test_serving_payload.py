@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from mlhub.serving.payload import PayloadError, json_safe, parse_predict_body
+from mlhub.registry.api import _clean_rows
+from mlhub.serving.payload import PayloadError, dumps_json, json_safe, parse_predict_body
 
 LIMITS = {"max_bytes": 10_000, "max_rows": 5}
 
@@ -74,3 +75,45 @@ def test_predictions_become_json_values():
     assert json_safe(np.array([1, 2])) == [1, 2]
     assert json_safe(np.array([[0.5, np.nan], [np.inf, 1.0]])) == [[0.5, None], [None, 1.0]]
     assert json.dumps(json_safe(np.array(["a", "b"]))) == '["a", "b"]'
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"inputs": [[NaN, 1]], "key": "k"}',                          # orjson refuses NaN: the standard decoder reads it
+    b'\xef\xbb\xbf{"inputs": [[1, 2]]}',                              # a byte-order mark
+    '{"inputs": [[1, 2.5]], "proba": true}'.encode("utf-16"),        # UTF-16
+    b'{"inputs": [["\\ud800", 1]]}',                                  # a lone surrogate
+    b'{"inputs": [[1, 2]]}',
+    b'{"inputs": {"a": [1, null], "b": [true, "x"]}}',
+])
+def test_the_fast_decoder_and_the_standard_one_read_the_same_bodies_alike(raw):
+    req = parse(raw)
+    doc = json.loads(raw)
+    assert repr(req.inputs) == repr(doc["inputs"]) and req.proba is doc.get("proba", False)
+
+
+def test_answers_are_compact_json_and_integers_past_64_bits_still_encode():
+    assert dumps_json({"predictions": [1, 2.5, None, "a"], "model": "m"}) == \
+        b'{"predictions":[1,2.5,null,"a"],"model":"m"}'
+    assert json.loads(dumps_json({"big": 2**70})) == {"big": 2**70}
+
+
+@pytest.mark.parametrize("rows, clean", [
+    ([[1, 2.5]], True),
+    ([[1.0, 2.0], [3, 4]], True),
+    ([[1e308, 1e308]], False),           # finite cells whose sum overflows: the full check accepts them
+    ([[True, 1.0]], False),              # a bool is not a number here
+    ([[None, 1.0]], False),
+    ([["1", 1.0]], False),
+    ([[float("nan"), 1.0]], False),
+    ([[float("inf"), 1.0]], False),
+    ([[10**400, 1.0]], False),           # past float64
+    ([[1.0]], False),                    # wrong width
+    ([(1.0, 2.0)], False),
+    ([[np.float64(1.0), 2.0]], False),
+    ({"a": [1.0], "b": [2.0]}, False),
+])
+def test_the_fast_row_check_takes_only_plain_finite_rows_of_the_right_width(rows, clean):
+    x = _clean_rows(rows, 2)
+    assert (x is not None) is clean
+    if clean:
+        assert x.dtype == np.float64 and x.tolist() == [[float(v) for v in r] for r in rows]
