@@ -110,15 +110,19 @@ class LiveTour:
         tour.cli("ab", "stop", "wine-ab", "--reason", "demo over")
 
     def _wait_for_assignments(self, experiment_id: int, n: int, timeout: float = 10.0) -> None:
-        from sqlalchemy import func, select
-
         from mlhub.store.models import ExperimentAssignment
+
+        self._wait_for_rows(ExperimentAssignment, ExperimentAssignment.experiment_id == experiment_id, n, timeout)
+
+    def _wait_for_rows(self, table, where, n: int, timeout: float = 10.0) -> None:
+        """Until ``table`` holds ``n`` rows matching ``where`` (the replica writes assignments and prediction logs
+        in the background), or ``timeout`` passes."""
+        from sqlalchemy import func, select
 
         hub, deadline = self.tour.hub, time.monotonic() + timeout
         while time.monotonic() < deadline:
             with hub.backends.db.tenant_scope(hub.principal.tenant_id, readonly=True) as s:
-                if s.scalar(select(func.count()).select_from(ExperimentAssignment)
-                            .where(ExperimentAssignment.experiment_id == experiment_id)) >= n:
+                if s.scalar(select(func.count()).select_from(table).where(where)) >= n:
                     return
             time.sleep(0.25)
 
@@ -132,9 +136,15 @@ class LiveTour:
         shifted = self.x[self.rng.integers(0, len(self.x), size=300)].copy()
         shifted[:, 0] += 1.5   # alcohol, % vol
         shifted[:, 9] *= 1.8   # colour intensity
+        from mlhub.store.models import PredictionLog
+        from mlhub.store.types import utcnow
+
+        since = utcnow()
         for start in range(0, len(shifted), 50):
             self._predict(shifted[start:start + 50])
-        time.sleep(1.5)  # the replica writes its prediction log every 0.5 s
+        # the demo logs every request (sample rate 1); the replica writes its log every 2 s
+        self._wait_for_rows(PredictionLog, (PredictionLog.endpoint == MODEL) & (PredictionLog.created_at >= since),
+                            len(range(0, len(shifted), 50)))
         tour.cli("drift", "check", "wine-drift")
         tour.cli("drift", "report", "wine-drift", "--out", str(tour.plot("drift", tour.output / "drift.png")))
         tour.cli("alerts", "list")

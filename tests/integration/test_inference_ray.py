@@ -248,7 +248,7 @@ def test_an_experiment_routes_sticky_shadows_a_copy_and_takes_outcomes_over_http
     bad = requests.post(f"{base}/v1/experiments/{info.id}/outcomes", json={"key": "user-1"},
                         headers=served["headers"], timeout=30)
     assert bad.status_code == 422
-    deadline = time.monotonic() + 30  # prediction logs are written in the background, every 0.5 s
+    deadline = time.monotonic() + 30  # prediction logs are written in the background, every 2 s
     while True:
         with hub.backends.db.tenant_scope(hub.principal.tenant_id, readonly=True) as s:
             variants = set(s.scalars(select(PredictionLog.variant).where(PredictionLog.experiment_id == info.id)))
