@@ -59,3 +59,14 @@ def print_table(headers: list[str], rows: list[list[object]]) -> None:
 
 def rerun_hint() -> str:
     return "rerun: .venv/bin/python " + " ".join(sys.argv)
+
+
+def stop_ray_head(settings) -> None:
+    """Disconnect and stop the local Ray head a benchmark started with ``cluster.start_local_head``."""
+    import ray
+
+    from mlhub import cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster.stop_local_head(settings)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-from benchmarks._common import interleaved, median, print_table, rerun_hint  # noqa: E402
+from benchmarks._common import interleaved, median, print_table, rerun_hint, stop_ray_head  # noqa: E402
 from benchmarks.serve_throughput import FEATURES, _ready, _register, _train, _wrk  # noqa: E402
 
 VARIANTS = {"bare": set(), "+multiplex": {"multiplex"}, "+parse": {"parse"}, "+auth": {"auth"}}
@@ -141,11 +141,7 @@ def main() -> None:
         print()
         print(rerun_hint())
     finally:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-        cluster.stop_local_head(settings)
+        stop_ray_head(settings)
         hub.close()
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-from benchmarks._common import interleaved, median, print_table, rerun_hint  # noqa: E402
+from benchmarks._common import interleaved, median, print_table, rerun_hint, stop_ray_head  # noqa: E402
 
 FEATURES = 64
 
@@ -366,11 +366,7 @@ def main() -> None:
     finally:
         if fastapi_proc is not None:
             fastapi_proc.terminate()
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-        cluster.stop_local_head(settings)
+        stop_ray_head(settings)
         hub.close()
 
 
